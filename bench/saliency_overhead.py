@@ -1,0 +1,160 @@
+"""What recording saliency during generation costs (issue 3 benchmark).
+
+Times, on one random-init Qwen2.5-VL (default: text stack 512-d x 8 layers, 8 heads / 2 KV heads, a 448 px image =
+256 image tokens, batch 4, 96 new tokens, greedy, 2 threads):
+
+  (a) plain SDPA generation,
+  (b) generation inside `record_saliency` plus `explain_batch` (all "cot" answer maps),
+  (c) the naive path: eager attention with `output_attentions=True` for every layer and step, then the same maps,
+
+and prints the median wall times, the ratios (b)/(a) and (c)/(a), and the attention bytes each path keeps.
+Every path generates the same scripted completion (`<think>` + thinking + `</think>` + answer + end of turn,
+forced through `prefix_allowed_tokens_fn`), so all maps are computed and the three paths do the same token work.
+
+    python bench/saliency_overhead.py            # the issue's configuration
+    python bench/saliency_overhead.py --quick    # a small version that runs in seconds
+    python bench/saliency_overhead.py --size 3b --device cuda --dtype bfloat16   # Qwen2.5-VL-3B-shaped (GPU)
+"""
+from __future__ import annotations
+import argparse, statistics, time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from saliency_r1.data import make_shapes_dataset
+from saliency_r1.models import tiny_vlm, prepare_inputs
+from saliency_r1.saliency import (adapter_for, cot_bottleneck, direct_contribution, explain_batch, find_spans,
+                                  head_readout, record_saliency, saliency_map, value_logits)
+
+SIZES = {  # text stack (and vision tower) of the benchmarked model
+    "bench": dict(hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=2, intermediate_size=2048, initializer_range=0.02),
+    "quick": dict(hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256, initializer_range=0.02),
+    "3b": dict(hidden_size=2048, num_layers=36, num_heads=16, num_kv_heads=2, intermediate_size=11008, initializer_range=0.02,
+               vision_hidden_size=1280, vision_depth=32, text=dict(vocab_size=151936, rms_norm_eps=1e-6),
+               vision=dict(num_heads=16, intermediate_size=3420, fullatt_block_indexes=[7, 15, 23, 31])),
+}
+
+
+def scripted_completions(tok, batch: int, n_new: int, n_answer: int = 3, seed: int = 0) -> list[list[int]]:
+    "Completions of exactly `n_new` ids: <think>, random word tokens, </think>, `n_answer` answer tokens, end of turn."
+    rng = np.random.default_rng(seed)
+    words = [i for t, i in tok.get_vocab().items() if t.isalpha() and i not in tok.all_special_ids][:200]
+    open_, close = tok.convert_tokens_to_ids("<think>"), tok.convert_tokens_to_ids("</think>")
+    n_think = n_new - n_answer - 3
+    return [[open_, *rng.choice(words, n_think).tolist(), close, *rng.choice(words, n_answer).tolist(), tok.eos_token_id]
+            for _ in range(batch)]
+
+
+def forcing(scripts: list[list[int]], prompt_len: int):
+    "A prefix_allowed_tokens_fn that makes greedy generation write `scripts`."
+    return lambda b, ids: [scripts[b][min(len(ids) - prompt_len, len(scripts[b]) - 1)]]
+
+
+def naive_cot_maps(model, out, prompt_len: int, tok, end_ids, inv_rms) -> list[np.ndarray]:
+    "The 'cot' answer maps from the full eager attentions of every step (the naive path)."
+    ad, P = adapter_for(model), prompt_len
+    # per layer, the attention row of every query position from P-1 on: the prefill's last row, then one per decode step
+    S = out.attentions[-1][0].shape[-1]
+    rows = [torch.cat([F.pad(step[l][:, :, -1:], (0, S - step[l].shape[-1])) for step in out.attentions], 2)
+            for l in range(ad.n_layers)]  # (B, H, N, S); row r is query position P-1+r
+    cache, ids = out.cache, out.sequences
+    group = ad.n_heads // ad.n_kv_heads
+    maps = []
+    for b in range(len(ids)):
+        seq = ids[b, P:].tolist()
+        tokens = tok.batch_decode([[i] for i in seq], skip_special_tokens=False)
+        think, answer = find_spans(tokens, seq, end_ids)
+        think, answer = torch.tensor(list(think)), torch.tensor(list(answer))
+        img = ad.image_mask(ids[b, :P]).nonzero()[:, 0]
+        total = 0
+        for l in range(ad.n_layers):
+            a = rows[l][b].float()
+            a_at = a[:, answer][:, :, P + think]  # α(q_k → t): q_k = P+k-1 is row k
+            a_ti = a[:, think + 1][:, :, img]     # α(t → p): position P+t is row t+1
+            v = cache.layers[l].values[b][:, img].float().repeat_interleave(group, 0)
+            w = head_readout(ad.o_weight(l).float(), ad.gamma.float(), ad.unembedding(ids[b, P + answer]).float(), ad.n_heads)
+            m = value_logits(w, v, inv_rms[b, answer])
+            total = total + direct_contribution(cot_bottleneck(a_at, a_ti), m)
+        maps.append(saliency_map(total).cpu().numpy())
+    return maps
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small model, 224 px, batch 2, 24 tokens, 2 repeats")
+    ap.add_argument("--size", choices=list(SIZES), default=None)
+    ap.add_argument("--image", type=int, default=None, help="image side in pixels (default 448; quick 224)")
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--new-tokens", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    args = ap.parse_args()
+    q = args.quick
+    size = args.size or ("quick" if q else "bench")
+    image_px, batch = args.image or (224 if q else 448), args.batch or (2 if q else 4)
+    n_new, repeats = args.new_tokens or (24 if q else 96), args.repeats or (2 if q else 5)
+    torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+
+    with torch.device(args.device):
+        model, processor = tiny_vlm("qwen2_5_vl", seed=0, dtype=dtype, **SIZES[size])
+    tok = processor.tokenizer
+    rows = make_shapes_dataset(batch, seed=0, image_size=image_px)
+    inputs = prepare_inputs(processor, list(rows["image"]), list(rows["problem"]), device=args.device)
+    P = inputs["input_ids"].shape[1]
+    n_img = int(adapter_for(model).image_mask(inputs["input_ids"][0]).sum())
+    scripts = scripted_completions(tok, batch, n_new)
+    gen = dict(max_new_tokens=n_new, do_sample=False, prefix_allowed_tokens_fn=forcing(scripts, P))
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    end_ids = {tok.eos_token_id, tok.pad_token_id}
+    print(f"model: qwen2_5_vl {size} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, {args.dtype}, {args.device}, "
+          f"{args.threads} threads); batch {batch}, prompt {P} tokens ({n_img} image tokens, {image_px} px), {n_new} new tokens")
+
+    def plain():
+        out = model.generate(**inputs, **gen)
+        sync(); return out
+
+    def recorded():
+        with record_saliency(model) as rec: out = model.generate(**inputs, **gen)
+        exps = explain_batch(rec, out[:, P:], processor)
+        sync(); return rec, exps
+
+    def naive():
+        model.set_attn_implementation({"text_config": "eager"})
+        norm_in = []
+        hook = adapter_for(model).final_norm.register_forward_hook(
+            lambda m, a, o: norm_in.append(torch.rsqrt(a[0][:, -1:].float().pow(2).mean(-1) + m.variance_epsilon)))
+        try: out = model.generate(**inputs, **gen, output_attentions=True, return_dict_in_generate=True)
+        finally: hook.remove(); model.set_attn_implementation({"text_config": "sdpa"})
+        maps = naive_cot_maps(model, out, P, tok, end_ids, torch.cat(norm_in, 1))
+        sync(); return out, maps
+
+    times = {"a": [], "b": [], "c": []}
+    with torch.no_grad():
+        plain(); recorded(); naive()  # warm-up
+        for _ in range(repeats):  # interleaved, so drifting machine load hits all three alike
+            for key, fn in (("a", plain), ("b", recorded), ("c", naive)):
+                t = time.perf_counter(); res = fn(); times[key].append(time.perf_counter() - t)
+                if key == "a": tokens_a = res
+                if key == "b": rec, exps = res
+                if key == "c": out_c, maps_c = res
+    same_tokens = bool(torch.equal(tokens_a, out_c.sequences))
+    valid = sum(e.valid for e in exps)
+    diff = max(float(np.abs(e.answer_map.ravel() - m).max() / max(np.abs(m).max(), 1e-30)) for e, m in zip(exps, maps_c))
+    bytes_c = sum(t.numel() * t.element_size() for step in out_c.attentions for t in step)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"valid completions: {valid}/{batch}; (a) and (c) tokens identical: {same_tokens}; "
+          f"max relative difference of (b) and (c) maps: {diff:.1e}")
+    for key, name in (("a", "plain SDPA generate"), ("b", "record + all cot maps"), ("c", "eager output_attentions + maps")):
+        print(f"({key}) {name:32s} median {med[key]:7.3f} s   runs {' '.join(f'{t:.3f}' for t in times[key])}")
+    print(f"(b)/(a) = {med['b'] / med['a']:.3f}   (target <= 1.05)")
+    print(f"(c)/(a) = {med['c'] / med['a']:.3f}")
+    print(f"attention bytes kept: (b) {rec.nbytes / 1e6:.2f} MB (query rows + norms; keys/values are the KV cache's own), "
+          f"(c) {bytes_c / 1e6:.2f} MB; ratio {rec.nbytes / bytes_c:.2%} (target <= 5%)")
+
+
+if __name__ == "__main__":
+    main()
