@@ -272,5 +272,6 @@ d = { 'settings': { 'branch': 'main',
                                  'saliency_r1.sft.shapes_stream': ('sft.html#shapes_stream', 'saliency_r1/sft.py'),
                                  'saliency_r1.sft.time_cosine': ('sft.html#time_cosine', 'saliency_r1/sft.py')},
             'saliency_r1.viz': { 'saliency_r1.viz.draw_boxes': ('viz.html#draw_boxes', 'saliency_r1/viz.py'),
+                                 'saliency_r1.viz.map_rgba': ('viz.html#map_rgba', 'saliency_r1/viz.py'),
                                  'saliency_r1.viz.plot_examples': ('viz.html#plot_examples', 'saliency_r1/viz.py'),
                                  'saliency_r1.viz.show_example': ('viz.html#show_example', 'saliency_r1/viz.py')}}}
