@@ -60,4 +60,5 @@ def test_two_processes_agree_on_advantages(tmp_path):
         per_func = np.array(s0["rewards_per_func"]).T
         total = weighted_sum(list(per_func), ranks[0]["weights"])
         expected = group_advantages(total, group_size=4)
-        np.testing.assert_allclose(s0["advantages"] + s1["advantages"], expected, rtol=1e-4, atol=1e-5)
+        # TRL works in float32: a group whose rewards differ by ~1e-4 divides by a std of the same size, so allow 1e-3
+        np.testing.assert_allclose(s0["advantages"] + s1["advantages"], expected, rtol=1e-3, atol=1e-3)
