@@ -18,10 +18,11 @@ from saliency_r1.sft import make_lora_config
 
 def summary(r): return {k: round(v, 4) for k, v in r.items() if k != "explanations"}
 
-def train(steps, saliency_weight, seed, threads):
+def train(steps, saliency_weight, seed, threads, temperature, lr):
     model, processor = pretrained_tiny()
     cfg = SaliencyGRPOConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=16, num_generations=8,
-                             max_completion_length=48, learning_rate=1e-3, lr_scheduler_type="constant", beta=0.001,
+                             max_completion_length=48, learning_rate=lr, lr_scheduler_type="constant", beta=0.001,
+                             temperature=temperature,
                              logging_steps=5, save_strategy="no", report_to="none", seed=seed, disable_tqdm=False,
                              saliency_weight=saliency_weight)
     trainer = SaliencyGRPOTrainer(model, cfg, train_dataset=make_shapes_dataset(steps * 2, seed=2), processing_class=processor,
@@ -36,6 +37,7 @@ def main():
     p.add_argument("--steps", type=int, default=40); p.add_argument("--n", type=int, default=200)
     p.add_argument("--seed", type=int, default=0); p.add_argument("--eval-seed", type=int, default=4242)
     p.add_argument("--threads", type=int, default=2); p.add_argument("--control", action="store_true")
+    p.add_argument("--temperature", type=float, default=1.0); p.add_argument("--lr", type=float, default=1e-3)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     held_out = make_shapes_dataset(a.n, seed=a.eval_seed)
@@ -44,7 +46,7 @@ def main():
     print("before GRPO:", json.dumps(summary(before)), flush=True)
     runs = [("saliency reward", 1.0)] + ([("control: saliency weight 0", 0.0)] if a.control else [])
     for name, w in runs:
-        model, processor, minutes, curve = train(a.steps, w, a.seed, a.threads)
+        model, processor, minutes, curve = train(a.steps, w, a.seed, a.threads, a.temperature, a.lr)
         after = evaluate_saliency(model, processor, held_out)
         print(f"after {a.steps} GRPO steps ({name}, seed {a.seed}, {minutes:.1f} min):", json.dumps(summary(after)))
         print("  training curve (step, batch energy-PG, mean reward):", curve)

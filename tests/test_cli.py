@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from saliency_r1.models import CHECKPOINTS
 
 def run(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "saliency_r1.cli", *args], capture_output=True, text=True, timeout=timeout)
@@ -30,9 +29,8 @@ def test_data_round_trip(tmp_path):
     ds = load_grounded_dataset(tmp_path / "d.jsonl")
     assert len(ds) == 5 and set(ds["template"]) <= {"count", "relation"} and ds[0]["image"].size == (200, 150)
 
-@pytest.mark.skipif(not (CHECKPOINTS / "tiny-qwen2_5_vl" / "model.safetensors").exists(), reason="no shipped checkpoint")
 def test_demo_small(tmp_path):
     r = run("demo", "--out", str(tmp_path / "demo"), "--n", "24", "--examples", "4")
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "demo" / "metrics.json").read_text())
-    assert m["n"] == 24 and 0 <= m["accuracy"] <= 1 and (tmp_path / "demo" / "examples.png").stat().st_size > 10_000
+    assert m["n"] == 24 and m["accuracy"] > 0.6 and m["format_rate"] > 0.9 and m["energy_pg"] >= 0 and (tmp_path / "demo" / "examples.png").stat().st_size > 10_000
