@@ -34,3 +34,19 @@ def test_demo_small(tmp_path):
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert m["n"] == 24 and m["accuracy"] > 0.6 and m["format_rate"] > 0.9 and m["energy_pg"] >= 0 and (tmp_path / "demo" / "examples.png").stat().st_size > 10_000
+
+def test_sft_lora_on_a_named_checkpoint(tmp_path):
+    "saliency-r1 sft --model FOLDER --data DATASET: LoRA-tunes a saved checkpoint on a grounded dataset with a thinking column."
+    from saliency_r1.models import tiny_vlm
+    model, processor = tiny_vlm(seed=3)
+    model.save_pretrained(tmp_path / "base"); processor.save_pretrained(tmp_path / "base")
+    assert run("data", "--out", str(tmp_path / "d.jsonl"), "--n", "8").returncode == 0
+    r = run("sft", "--model", str(tmp_path / "base"), "--data", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "lora"),
+            "--steps", "3", "--batch-size", "4", "--warmup", "1", "--logging-steps", "1", "--lora", "q_proj", "v_proj")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "lora" / "adapter_model.safetensors").exists()
+    info = json.loads((tmp_path / "lora" / "training_info.json").read_text())
+    assert info["steps"] == 3 and info["final_loss"] > 0
+    r = run("sft", "--model", str(tmp_path / "base"), "--data", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "bad"),
+            "--steps", "1", "--lora", "q_proj", "qproj")
+    assert r.returncode == 2 and "qproj" in r.stderr and "Traceback" not in r.stderr
