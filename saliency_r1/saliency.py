@@ -38,11 +38,13 @@ def head_readout(o_weight: torch.Tensor, # W_O of one layer as `o_proj` stores i
 
 # %% ../nbs/06_saliency.ipynb #e2aafb9a
 def value_logits(w: torch.Tensor,       # head readouts, (H, K, d_head)
-                 v: torch.Tensor,       # values of the keys, one per query head, (H, P, d_head)
+                 v: torch.Tensor,       # values of the keys, one per KV head, (H_kv, P, d_head); H_kv divides H
                  inv_rms: torch.Tensor, # 1 / rms(r(q_k)) of each explained token's query, (K,)
                 ) -> torch.Tensor:      # m, (H, K, P)
-    "m[h,k,p] = w[h,k]·v[h,p] / rms(r(q_k)): the logit head h adds to token k per unit of attention on key p."
-    return (w @ v.transpose(-1, -2)) * inv_rms[:, None]
+    "m[h,k,p] = w[h,k]·v[h // (H/H_kv),p] / rms(r(q_k)): the logit head h adds to token k per unit of attention on key p."
+    H, K, d = w.shape
+    m = w.reshape(v.shape[0], -1, d) @ v.transpose(-1, -2)  # the query heads sharing a KV head read it in one product
+    return m.reshape(H, K, -1) * inv_rms[:, None]
 
 # %% ../nbs/06_saliency.ipynb #bd043061
 def direct_contribution(alpha: torch.Tensor, # attention weights of the explained queries on the keys, (H, K, P)
@@ -74,15 +76,16 @@ def saliency_map(contributions: torch.Tensor, # C_k(p) (or D_k(p)) of the answer
 
 # %% ../nbs/06_saliency.ipynb #bc7c2543
 def attention_rows(q: torch.Tensor,         # query rows of one layer, (H, n, d_head), RoPE applied
-                   k: torch.Tensor,         # keys of the same layer, one per query head, (H, S, d_head)
+                   k: torch.Tensor,         # keys of the same layer, one per KV head, (H_kv, S, d_head); H_kv divides H
                    key_ok: torch.Tensor,    # which key positions are real tokens (not padding), (S,) bool
                    query_pos: torch.Tensor, # absolute position of each query row, (n,)
                    scaling: float,          # the layer's softmax scale (d_head ** -0.5 for Qwen)
                   ) -> torch.Tensor:        # α, (H, n, S), float32
-    "α(i → ·) of each query row: the causal softmax over the unpadded keys, in float32."
-    scores = (q.float() @ k.float().transpose(-1, -2)) * scaling
-    allowed = key_ok[None, :] & (torch.arange(k.shape[-2], device=k.device)[None, :] <= query_pos[:, None])
-    return scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+    "α(i → ·) of each query row: the causal softmax over the unpadded keys, in float32 (query head h reads KV head h // (H/H_kv))."
+    H, n, d = q.shape
+    scores = ((q.float() * scaling).reshape(k.shape[0], -1, d) @ k.float().transpose(-1, -2)).reshape(H, n, -1)
+    hidden = ~key_ok[None, :] | (torch.arange(k.shape[-2], device=k.device)[None, :] > query_pos[:, None])
+    return scores.masked_fill_(hidden, float("-inf")).softmax(-1)
 
 # %% ../nbs/06_saliency.ipynb #66af4e54
 def rollout_step(flow: torch.Tensor,    # F: flow from each image token into each path row so far, (R, |I|)
@@ -179,10 +182,10 @@ AttentionMaskInterface.register(SALIENCY_ATTENTION, sdpa_mask)
 
 # %% ../nbs/06_saliency.ipynb #a92a5918
 class SaliencyRecording:
-    "What `record_saliency` kept of one batch: query rows per layer, the latest keys and values, 1/rms of the final-norm input, the prompt."
+    "What `record_saliency` kept of one batch: query rows per layer, the KV cache (or a forward's keys and values), 1/rms of the final-norm input, the prompt."
     def __init__(self, adapter: QwenVLAdapter, prompt_length: int | None = None, rollout: bool = False):
         self.adapter, self.prompt_length, self.rollout = adapter, prompt_length, rollout
-        self.keys, self.values = [None] * adapter.n_layers, [None] * adapter.n_layers
+        self._keys, self._values, self.cache = [None] * adapter.n_layers, [None] * adapter.n_layers, None
         self._queries, self._inv_rms = [[] for _ in range(adapter.n_layers)], []
         self.prompt, self.images, self.keep_from = None, {}, None
         self._next, self._norm_start = [None] * adapter.n_layers, 0  # next position to keep per layer; norm rows to keep
@@ -201,6 +204,8 @@ class SaliencyRecording:
         self.prompt_length = self.prompt_length or ids.shape[1]
         self.prompt = {k: kwargs[k][:, :self.prompt_length] for k in ("attention_mask", "mm_token_type_ids") if kwargs.get(k) is not None}
         self.prompt["input_ids"] = ids[:, :self.prompt_length]
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))  # `generate` passes its KV cache (renamed `cache` in transformers 5)
+        self.cache = cache if hasattr(cache, "layers") else None
         self.keep_from = self.prompt_length - 1
         if self.rollout:
             img = self.adapter.image_mask(self.prompt["input_ids"])
@@ -208,7 +213,7 @@ class SaliencyRecording:
             self.keep_from = min(self.keep_from, int(last[img.any(1)].min()) + 1) if img.any() else self.keep_from
 
     def add(self, layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor):
-        "Keep the new query rows at positions ≥ keep_from and the latest keys/values of one layer."
+        "Keep the new query rows at positions ≥ keep_from of one layer (and its keys/values when there is no cache to read them from)."
         first = key.shape[2] - query.shape[2]  # absolute position of this call's first query row
         if self._next[layer] is None and first != 0:
             raise RuntimeError("record_saliency needs an empty dynamic KV cache at the start (a static or pre-filled cache "
@@ -218,13 +223,23 @@ class SaliencyRecording:
             rows = query[:, :, start:].detach()
             self._queries[layer].append(rows.clone() if start else rows)
         self._next[layer] = key.shape[2]
-        self.keys[layer], self.values[layer] = key.detach(), value.detach()
+        if self.cache is None: self._keys[layer], self._values[layer] = key.detach(), value.detach()
         if layer == 0: self._norm_start = start
 
     def record_rms(self, module, args, output):
         "Forward hook on the final norm: keep 1/rms(r(i)) of the rows layer 0 kept in this forward."
         x = args[0][:, self._norm_start:]
         if x.shape[1]: self._inv_rms.append(torch.rsqrt(x.detach().float().pow(2).mean(-1) + self.adapter.norm_eps))
+
+    @property
+    def keys(self) -> list[torch.Tensor]:
+        "Keys of each layer, (B, H_kv, S, d_head): the KV cache's own tensors (or the forward's key states)."
+        return [l.keys for l in self.cache.layers] if self.cache is not None else self._keys
+
+    @property
+    def values(self) -> list[torch.Tensor]:
+        "Values of each layer, (B, H_kv, S, d_head), like `keys`."
+        return [l.values for l in self.cache.layers] if self.cache is not None else self._values
 
     def queries(self, layer: int) -> torch.Tensor:
         "Kept query rows of `layer`, (B, H, rows, d_head); row r is position keep_from + r."
@@ -311,7 +326,7 @@ class Explanation:
         if not 0 <= k < len(self.completion_ids): raise IndexError(f"token {k} is outside the completion (0..{len(self.completion_ids) - 1})")
         if self._row is None: raise ValueError("This explanation no longer holds its recording (e.g. a trainer's last_explanations): "
                                                "explain the completion again for token maps")
-        return self._row.direct(torch.tensor([k]))[0].reshape(self.grid).numpy()
+        return self._row.direct(range(k, k + 1))[0].reshape(self.grid).numpy()
 
     def upsample(self, size, mode: str = "nearest") -> np.ndarray:
         "The answer map at pixel resolution: `size` is (height, width) or a PIL image; 'nearest' keeps the cells, 'bilinear' smooths."
@@ -335,50 +350,56 @@ class Explanation:
 
 # %% ../nbs/06_saliency.ipynb #5c1649ef
 class _Row:
-    "One example of a recording: attention rows, image values, readouts and norms at absolute positions."
+    "One example of a recording: attention rows, image values, readouts and norms; positions are contiguous ranges."
     def __init__(self, rec: SaliencyRecording, b: int, completion_ids: torch.Tensor, grid: tuple[int, int]):
         self.rec, self.b, self.ad, self.P, self.grid = rec, b, rec.adapter, rec.prompt_length, grid
         dev = rec.keys[0].device
         self.y = completion_ids.to(dev)
-        self.image = self.ad.image_mask(rec.prompt["input_ids"][b]).nonzero()[:, 0].to(dev)
+        image = self.ad.image_mask(rec.prompt["input_ids"][b]).nonzero()[:, 0].to(dev)
+        self.n_image, self.image_end = len(image), int(image[-1]) + 1
+        # key columns of the image: a slice (a view) when the image tokens are contiguous, as in Qwen prompts
+        self.image = slice(int(image[0]), self.image_end) if self.image_end - int(image[0]) == self.n_image else image
         mask = rec.prompt.get("attention_mask")
         prompt_ok = mask[b].bool().to(dev) if mask is not None else torch.ones(self.P, dtype=torch.bool, device=dev)
         self.key_ok = torch.cat([prompt_ok, prompt_ok.new_ones(rec.keys[0].shape[2] - self.P)])
-        self.group = self.ad.n_heads // self.ad.n_kv_heads
 
-    def rows(self, layer: int, pos: torch.Tensor) -> torch.Tensor:
-        "α of the query rows at absolute positions `pos` over all keys, (H, n, S)."
-        r = pos - self.rec.keep_from
-        if r.numel() and (int(r.min()) < 0 or int(r.max()) >= self.rec.queries(layer).shape[2]):
-            raise ValueError(f"positions {pos.min().item()}..{pos.max().item()} were not recorded (kept from {self.rec.keep_from}); "
+    def rows(self, layer: int, pos: range) -> torch.Tensor:
+        "α of the query rows at the absolute positions `pos` over all keys, (H, len(pos), S)."
+        first, queries = pos.start - self.rec.keep_from, self.rec.queries(layer)
+        if len(pos) and (first < 0 or first + len(pos) > queries.shape[2]):
+            raise ValueError(f"positions {pos.start}..{pos.stop - 1} were not recorded (kept from {self.rec.keep_from}); "
                              f"the completion ids must be the ones generated or forced, and 'rollout' needs record_saliency(rollout=True)")
-        k = self.rec.keys[layer][self.b].repeat_interleave(self.group, 0)
-        return attention_rows(self.rec.queries(layer)[self.b][:, r], k, self.key_ok, pos, self.ad.scaling(layer))
+        return attention_rows(queries[self.b][:, first:first + len(pos)], self.rec.keys[layer][self.b], self.key_ok,
+                              torch.arange(pos.start, pos.stop, device=self.y.device), self.ad.scaling(layer))
 
     def values(self, layer: int) -> torch.Tensor:
-        "Values of the image tokens, one per query head, (H, |I|, d_head), float32."
-        return self.rec.values[layer][self.b][:, self.image].float().repeat_interleave(self.group, 0)
+        "Values of the image tokens, one per KV head, (H_kv, |I|, d_head), float32."
+        return self.rec.values[layer][self.b][:, self.image].float()
 
-    def value_logits(self, layer: int, ks: torch.Tensor) -> torch.Tensor:
+    def value_logits(self, layer: int, ks: range) -> torch.Tensor:
         "m of completion tokens `ks` on the image keys, (H, K, |I|)."
-        u = self.ad.unembedding(self.y[ks]).float()
+        u = self.ad.unembedding(self.y[ks.start:ks.stop]).float()
         w = head_readout(self.ad.o_weight(layer).float(), self.ad.gamma.float(), u, self.ad.n_heads)
-        return value_logits(w, self.values(layer), self.rec.inv_rms[self.b, self.P + ks - 1 - self.rec.keep_from])
+        q = self.P + ks.start - 1 - self.rec.keep_from  # kept row of the first token's query
+        return value_logits(w, self.values(layer), self.rec.inv_rms[self.b, q:q + len(ks)])
 
-    def direct(self, ks: torch.Tensor) -> torch.Tensor:
+    def direct(self, ks: range) -> torch.Tensor:
         "D_k(p) of completion tokens `ks` on the image tokens, (K, |I|), float32 on the CPU."
-        ks, q = ks.to(self.y.device), self.P + ks.to(self.y.device) - 1
         with torch.no_grad():
-            return sum(direct_contribution(self.rows(l, q)[:, :, self.image], self.value_logits(l, ks))
+            return sum(direct_contribution(self.rows(l, _shift(ks, self.P - 1))[:, :, self.image], self.value_logits(l, ks))
                        for l in range(self.ad.n_layers)).cpu()
 
+def _shift(r: range, by: int) -> range: return range(r.start + by, r.stop + by)
+
 # %% ../nbs/06_saliency.ipynb #365c1cf3
-def _cot(row: _Row, think: torch.Tensor, answer: torch.Tensor):
-    t_pos, q_pos, n = row.P + think, row.P + answer - 1, len(think)
+def _cot(row: _Row, think: range, answer: range):
+    t = _shift(think, row.P)                           # positions of the thinking tokens
+    block = range(t.start, row.P + answer.stop - 1)    # query rows from the first thinking token to the last answer query
+    q0 = row.P + answer.start - 1 - block.start        # block row of the first answer query
     total, flow = 0, 0
     for l in range(row.ad.n_layers):
-        a = row.rows(l, torch.cat([t_pos, q_pos]))
-        a_think_image, a_answer_think = a[:, :n][:, :, row.image], a[:, n:][:, :, t_pos]
+        a = row.rows(l, block)
+        a_think_image, a_answer_think = a[:, :len(t), row.image], a[:, q0:, t.start:t.stop]
         m = row.value_logits(l, answer)
         total = total + direct_contribution(cot_bottleneck(a_answer_think, a_think_image), m)
         flow = flow + think_flow(a_answer_think, a_think_image, m)
@@ -387,17 +408,17 @@ def _cot(row: _Row, think: torch.Tensor, answer: torch.Tensor):
 def _direct(row: _Row, think, answer): return saliency_map(row.direct(answer)), None
 
 def _attention(row: _Row, think, answer):
-    q_pos = row.P + answer - 1
-    return sum(row.rows(l, q_pos)[:, :, row.image].mean((0, 1)) for l in range(row.ad.n_layers)) / row.ad.n_layers, None
+    q = _shift(answer, row.P - 1)
+    return sum(row.rows(l, q)[:, :, row.image].mean((0, 1)) for l in range(row.ad.n_layers)) / row.ad.n_layers, None
 
 def _rollout(row: _Row, think, answer):
-    start = int(row.image.max()) + 1  # path rows: every position after the image up to the last answer query
-    path = torch.arange(start, row.P + int(answer.max()), device=row.y.device)
-    flow = torch.zeros(len(path), len(row.image), device=path.device)
+    path = range(row.image_end, row.P + answer.stop - 1)  # every position after the image up to the last answer query
+    flow = torch.zeros(len(path), row.n_image, device=row.y.device)
     for l in range(row.ad.n_layers):
         a = row.rows(l, path).mean(0)
-        flow = rollout_step(flow, a[:, row.image], a[:, path])
-    return flow[row.P + answer - 1 - start].mean(0), None
+        flow = rollout_step(flow, a[:, row.image], a[:, path.start:path.stop])
+    q = row.P + answer.start - 1 - path.start
+    return flow[q:q + len(answer)].mean(0), None
 
 RECORDED_METHODS = {"cot": _cot, "direct": _direct, "attention": _attention, "rollout": _rollout}
 
@@ -498,8 +519,7 @@ def _grids(rec: SaliencyRecording) -> list[tuple[int, int]]:
 # %% ../nbs/06_saliency.ipynb #db20392f
 def _recorded_map(row: _Row, c: _Completion, method: str) -> tuple[np.ndarray, np.ndarray | None]:
     "(answer map (gh, gw), think flow or None) of one valid completion by a recorded method."
-    as_t = lambda span: torch.tensor(list(span), device=row.y.device)
-    with torch.no_grad(): smap, flow = RECORDED_METHODS[method](row, as_t(c.think), as_t(c.answer))
+    with torch.no_grad(): smap, flow = RECORDED_METHODS[method](row, c.think, c.answer)
     return smap.reshape(row.grid).cpu().numpy().astype(np.float32), None if flow is None else flow.cpu().numpy().astype(np.float32)
 
 def explain_batch(rec: SaliencyRecording,  # what `record_saliency` kept of the batch
