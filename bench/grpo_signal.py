@@ -1,31 +1,53 @@
 """Benchmark: the learning signal of Saliency-R1 GRPO on the tiny model (issue 5).
 
-From the shipped SFT tiny model, N GRPO steps of the tiny CPU recipe (format + accuracy + saliency rewards, LoRA on
-q_proj/v_proj) should raise the held-out energy pointing game of the answer maps. Prints before/after energy-PG,
-pointing game, valid rate and accuracy on held-out questions, with the seeds. `--control` also trains with the saliency
-weight at 0 (same steps, same seed), to show the gain comes from the saliency reward.
+From a shipped tiny model, N GRPO steps of the tiny CPU recipe (format + accuracy + saliency rewards, LoRA on
+q_proj/v_proj) should raise the held-out energy pointing game of the greedy answer maps. The default start is
+`pretrained_tiny(variant="wander")`: the SFT model tuned further on a 50/50 mix of direct thoughts and thoughts that
+first describe the distractors ("There is a red square at the top right. ..."). Both styles answer equally well;
+the wandering one routes the answer through regions outside the evidence, so only the saliency reward can tell them
+apart. `--control` trains the same steps with the saliency weight at 0 (same seed), to show the gain comes from the
+saliency reward and not from GRPO alone.
 
-    python bench/grpo_signal.py [--steps 40] [--n 200] [--control]
+Prints, before and after: held-out energy-PG, pointing game, accuracy, valid rate, the share of greedy thoughts
+that wander, and energy-PG per thinking style; the training curve; the seeds and minutes.
+
+    python bench/grpo_signal.py [--steps 300] [--n 200] [--control] [--seeds 0 1 2] [--prompts 4] [--lr 5e-4] [--variant wander]
+
+Measured (2 CPU cores, 3.2 min per run; `--control`, seeds 0 1 2): held-out energy-PG 0.143 before; after 300 steps
+0.172 (sd 0.007) with the saliency reward and 0.158 (sd 0.005) without it; paired by seed +0.015, +0.002, +0.026.
+Wandering thoughts fall from 53% to 14% with the saliency reward and to 24-35% without. The uniform map scores 0.201:
+the tiny model's first-order answer maps are weak, and the benchmark measures the change, not the level.
 """
 import argparse, json, tempfile, time
 
+import numpy as np
 import torch
 
-from saliency_r1.data import make_shapes_dataset
+from saliency_r1.data import make_shapes_dataset, parse_boxes
 from saliency_r1.grpo import SaliencyGRPOConfig, SaliencyGRPOTrainer, evaluate_saliency
+from saliency_r1.metrics import energy_pointing_game_batch
 from saliency_r1.models import pretrained_tiny
 from saliency_r1.sft import make_lora_config
 
-def summary(r): return {k: round(v, 4) for k, v in r.items() if k != "explanations"}
+def wanders(text: str) -> bool: return "There is" in text.split("</think>")[0]
 
-def train(steps, saliency_weight, seed, threads, temperature, lr):
-    model, processor = pretrained_tiny()
-    cfg = SaliencyGRPOConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=16, num_generations=8,
-                             max_completion_length=48, learning_rate=lr, lr_scheduler_type="constant", beta=0.001,
-                             temperature=temperature,
-                             logging_steps=5, save_strategy="no", report_to="none", seed=seed, disable_tqdm=False,
-                             saliency_weight=saliency_weight)
-    trainer = SaliencyGRPOTrainer(model, cfg, train_dataset=make_shapes_dataset(steps * 2, seed=2), processing_class=processor,
+def summary(r: dict, dataset) -> dict:
+    "Headline figures of evaluate_saliency, plus the wandering share and energy-PG per thinking style."
+    exps = r["explanations"]
+    epg = energy_pointing_game_batch([e.answer_map for e in exps], [parse_boxes(b) for b in dataset["bbox"]])
+    valid, wander = np.array([e.valid for e in exps]), np.array([wanders(e.text) for e in exps])
+    style = lambda m: round(float(epg[m & valid].mean()), 4) if (m & valid).any() else None
+    out = {k: round(v, 4) for k, v in r.items() if k not in ("explanations", "n")}
+    return out | dict(wander_share=round(float(wander.mean()), 3), energy_pg_direct_thoughts=style(~wander),
+                      energy_pg_wandering_thoughts=style(wander))
+
+def train(variant, steps, saliency_weight, seed, temperature, lr, prompts):
+    model, processor = pretrained_tiny(variant=variant)
+    cfg = SaliencyGRPOConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=8 * prompts, num_generations=8,
+                             max_completion_length=64, learning_rate=lr, lr_scheduler_type="constant", beta=0.001,
+                             temperature=temperature, logging_steps=5, save_strategy="no", report_to="none", seed=seed,
+                             disable_tqdm=False, saliency_weight=saliency_weight)
+    trainer = SaliencyGRPOTrainer(model, cfg, train_dataset=make_shapes_dataset(steps * prompts, seed=2), processing_class=processor,
                                   peft_config=make_lora_config(model, ["q_proj", "v_proj"], dropout=0.0))
     t = time.time(); trainer.train(); minutes = (time.time() - t) / 60
     curve = [(h["step"], round(h.get("saliency/energy_pg", float("nan")), 3), round(h.get("reward", float("nan")), 3))
@@ -34,25 +56,41 @@ def train(steps, saliency_weight, seed, threads, temperature, lr):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=40); p.add_argument("--n", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0); p.add_argument("--eval-seed", type=int, default=4242)
+    p.add_argument("--steps", type=int, default=300); p.add_argument("--n", type=int, default=200)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2]); p.add_argument("--eval-seed", type=int, default=4242)
+    p.add_argument("--prompts", type=int, default=4, help="prompts per step (8 generations each)")
     p.add_argument("--threads", type=int, default=2); p.add_argument("--control", action="store_true")
-    p.add_argument("--temperature", type=float, default=1.0); p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--temperature", type=float, default=1.0); p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--saliency-weight", type=float, default=1.0)
+    p.add_argument("--variant", default="wander", help="shipped tiny checkpoint to start from ('' for the plain SFT model)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     held_out = make_shapes_dataset(a.n, seed=a.eval_seed)
-    model, processor = pretrained_tiny()
-    before = evaluate_saliency(model, processor, held_out)
-    print("before GRPO:", json.dumps(summary(before)), flush=True)
-    runs = [("saliency reward", 1.0)] + ([("control: saliency weight 0", 0.0)] if a.control else [])
-    for name, w in runs:
-        model, processor, minutes, curve = train(a.steps, w, a.seed, a.threads, a.temperature, a.lr)
-        after = evaluate_saliency(model, processor, held_out)
-        print(f"after {a.steps} GRPO steps ({name}, seed {a.seed}, {minutes:.1f} min):", json.dumps(summary(after)))
-        print("  training curve (step, batch energy-PG, mean reward):", curve)
-        print(f"  held-out energy-PG {before['energy_pg']:.3f} -> {after['energy_pg']:.3f}, pointing game "
-              f"{before['pointing_game']:.3f} -> {after['pointing_game']:.3f}, accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f} "
-              f"({a.n} held-out questions, eval seed {a.eval_seed})", flush=True)
+    model, processor = pretrained_tiny(variant=a.variant or None)
+    before = summary(evaluate_saliency(model, processor, held_out), held_out)
+    print(f"start: pretrained_tiny(variant={a.variant or None!r}); {a.n} held-out questions, eval seed {a.eval_seed}")
+    print("before GRPO:", json.dumps(before), flush=True)
+    runs = [("saliency reward", a.saliency_weight)] + ([("control: saliency weight 0", 0.0)] if a.control else [])
+    results = {name: [] for name, _ in runs}
+    for seed in a.seeds:
+        for name, w in runs:
+            model, processor, minutes, curve = train(a.variant or None, a.steps, w, seed, a.temperature, a.lr, a.prompts)
+            after = summary(evaluate_saliency(model, processor, held_out, progress=False), held_out)
+            results[name].append(after)
+            print(f"after {a.steps} GRPO steps ({name}, seed {seed}, {a.prompts} prompts x 8 generations, lr {a.lr}, "
+                  f"{minutes:.1f} min on {a.threads} threads):", json.dumps(after))
+            print("  training curve (step, batch energy-PG, mean reward):", curve)
+            print(f"  held-out energy-PG {before['energy_pg']:.3f} -> {after['energy_pg']:.3f}, pointing game "
+                  f"{before['pointing_game']:.3f} -> {after['pointing_game']:.3f}, accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f}, "
+                  f"wandering thoughts {before['wander_share']:.0%} -> {after['wander_share']:.0%}", flush=True)
+    print(f"\nsummary over seeds {a.seeds} (held-out energy-PG before: {before['energy_pg']:.3f}; uniform map {before['uniform_energy_pg']:.3f})")
+    for name, rs in results.items():
+        e = np.array([r["energy_pg"] for r in rs])
+        print(f"  {name:28s} energy-PG after {e.mean():.3f} (sd {e.std(ddof=1) if len(e) > 1 else 0:.3f}; per seed {np.round(e, 3).tolist()}), "
+              f"change {e.mean() - before['energy_pg']:+.3f}; accuracy {np.mean([r['accuracy'] for r in rs]):.3f}")
+    if a.control:
+        d = np.array([s_["energy_pg"] - c["energy_pg"] for s_, c in zip(*results.values())])
+        print(f"  saliency minus control, paired by seed: {d.mean():+.3f} (per seed {np.round(d, 3).tolist()})")
 
 if __name__ == "__main__":
     main()

@@ -34,7 +34,7 @@ def cmd_sft(a) -> dict:
     else:
         model, processor = load_vlm(a.init) if a.init else tiny_vlm(a.arch, seed=a.seed)
         data = load_grounded_dataset(a.data, split=a.split) if a.data else shapes_stream(
-            seed=a.seed, image_size=a.image_size, curriculum_examples=a.curriculum_steps * a.batch_size)
+            seed=a.seed, image_size=a.image_size, curriculum_examples=a.curriculum_steps * a.batch_size, wander_rate=a.wander_rate)
         lora = a.lora
     t0 = time.time()
     trainer = sft(model, processor, data, a.out, max_steps=a.steps, batch_size=a.batch_size, learning_rate=a.lr,
@@ -50,7 +50,7 @@ def cmd_sft(a) -> dict:
 # %% ../nbs/08_cli.ipynb #44016fb0
 def cmd_data(a) -> dict:
     from saliency_r1.data import make_shapes_dataset
-    ds = make_shapes_dataset(a.n, seed=a.seed, image_size=a.image_size, shortcut_rate=a.shortcut_rate,
+    ds = make_shapes_dataset(a.n, seed=a.seed, image_size=a.image_size, shortcut_rate=a.shortcut_rate, wander_rate=a.wander_rate,
                              **({"templates": a.templates.split(",")} if a.templates else {}))
     out = Path(a.out)
     if out.suffix == ".parquet": out.parent.mkdir(parents=True, exist_ok=True); ds.to_parquet(str(out))
@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--image-size", type=_pair, default=(112, 112), help="112 or WIDTHxHEIGHT")
     d.add_argument("--shortcut-rate", type=float, default=0.0, help="share of questions that leak their answer")
+    d.add_argument("--wander-rate", type=float, default=0.0, help="share of reference thoughts that describe the distractors first")
     d.add_argument("--templates", default=None, help="comma-separated subset of colour,shape,relation,count,exists")
     d.set_defaults(func=cmd_data)
 
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vision-lr-mult", type=float, default=1.0, help="learning-rate factor for the vision tower")
     s.add_argument("--warmup", type=int, default=200)
     s.add_argument("--curriculum-steps", type=int, default=1500, help="steps of distractor-free scenes first")
+    s.add_argument("--wander-rate", type=float, default=0.0, help="share of synthetic reference thoughts that describe the distractors first")
     s.add_argument("--image-size", type=_pair, default=(112, 112))
     s.add_argument("--lora", nargs="+", default=None, help="LoRA target modules (default for --model: q_proj v_proj)")
     s.add_argument("--seed", type=int, default=0)

@@ -232,8 +232,8 @@ def _as_range(value, name) -> tuple[int, int]:
 
 # %% ../nbs/00_data.ipynb #81ca1494
 def make_shapes_example(rng: np.random.Generator, template: str, image_size=112, grid=(2, 2),
-                        n_distractors=(1, 2), shortcut: bool = False) -> dict:
-    "One grounded VQA row of the synthetic world, drawn with `rng`."
+                        n_distractors=(1, 2), shortcut: bool = False, wander: bool = False) -> dict:
+    "One grounded VQA row of the synthetic world, drawn with `rng`; `wander` prefixes the thinking with the distractors."
     if template not in _TEMPLATE_FNS: raise ValueError(f"Unknown template {template!r}; choose from {TEMPLATES}")
     width, height = _as_size(image_size)
     cells = [(r, c) for r in range(grid[0]) for c in range(grid[1])]
@@ -242,24 +242,28 @@ def make_shapes_example(rng: np.random.Generator, template: str, image_size=112,
     objs, evidence, question, thinking, answer = _TEMPLATE_FNS[template](rng, cells, grid, int(rng.integers(lo, hi + 1)))
     image = render_scene(objs, width, height, grid, rng)
     if shortcut: question = f"{question} (Hint: the answer is {answer}.)"
+    if wander: thinking = " ".join([f"There is {_a(o['colour'])} {o['shape']} at the {position_name(*o['cell'], grid)}."
+                                    for i, o in enumerate(objs) if i not in evidence] + [thinking])
     scene = [dict(o, evidence=i in evidence) for i, o in enumerate(objs)]
     return dict(image=image, problem=question, solution=answer, bbox=[objs[i]["box"] for i in evidence],
-                thinking=thinking, template=template, shortcut=shortcut, scene=json.dumps(scene))
+                thinking=thinking, template=template, shortcut=shortcut, wander=wander, scene=json.dumps(scene))
 
 # %% ../nbs/00_data.ipynb #339dd167
 def make_shapes_dataset(n: int, seed: int = 0, image_size=112, grid=(2, 2), n_distractors=(1, 2),
-                        templates=TEMPLATES, template_weights=None, shortcut_rate: float = 0.0):
+                        templates=TEMPLATES, template_weights=None, shortcut_rate: float = 0.0, wander_rate: float = 0.0):
     "A `datasets.Dataset` of `n` synthetic grounded VQA rows in the Saliency-R1-8k schema, deterministic by `seed`."
     from datasets import Dataset, Features, Image as HFImage, Sequence, Value
-    if not 0 <= shortcut_rate <= 1: raise ValueError(f"shortcut_rate must be in [0, 1], got {shortcut_rate}")
+    for name, rate in (("shortcut_rate", shortcut_rate), ("wander_rate", wander_rate)):
+        if not 0 <= rate <= 1: raise ValueError(f"{name} must be in [0, 1], got {rate}")
     templates = [templates] if isinstance(templates, str) else list(templates)
-    rng = np.random.default_rng(seed)
+    rng, wander_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])  # wandering has its own draws: scenes stay the same
     p = None if template_weights is None else np.asarray(template_weights, float) / np.sum(template_weights)
     rows = [make_shapes_example(rng, str(rng.choice(templates, p=p)), image_size, grid, n_distractors,
-                                shortcut=bool(rng.random() < shortcut_rate)) for _ in range(n)]
+                                shortcut=bool(rng.random() < shortcut_rate), wander=bool(wander_rng.random() < wander_rate))
+            for _ in range(n)]
     features = Features(image=HFImage(), problem=Value("string"), solution=Value("string"),
                         bbox=Sequence(Sequence(Value("float32"), length=4)), thinking=Value("string"),
-                        template=Value("string"), shortcut=Value("bool"), scene=Value("string"))
+                        template=Value("string"), shortcut=Value("bool"), wander=Value("bool"), scene=Value("string"))
     return Dataset.from_list(rows, features=features)
 
 # %% ../nbs/00_data.ipynb #2ed81d8c

@@ -208,6 +208,8 @@ def _generate_and_score_completions(self: SaliencyGRPOTrainer, inputs):
 class GRPOScriptArguments:
     "Model, data and LoRA options of a GRPO run (the trainer's options are in `SaliencyGRPOConfig`)."
     model_name_or_path: str | None = field(default=None, metadata={"help": "hub name or folder; default: the shipped tiny model"})
+    tiny_variant: str | None = field(default=None, metadata={"help": "without model_name_or_path: the shipped tiny model's variant "
+                                                                      "(none: the SFT model; 'wander': tuned on wandering and direct thoughts)"})
     dataset: str = field(default="shapes", metadata={"help": "'shapes' (synthetic world) or a grounded dataset source"})
     dataset_split: str | None = field(default=None, metadata={"help": "split of a hub or multi-split dataset"})
     n_train: int = field(default=512, metadata={"help": "rows of the synthetic dataset"})
@@ -226,7 +228,7 @@ def run_grpo(config: SaliencyGRPOConfig, script: GRPOScriptArguments) -> Salienc
     else: data = load_grounded_dataset(script.dataset, split=script.dataset_split, on_error="skip", max_pixels=config.max_pixels)
     dtype = torch.bfloat16 if config.bf16 else torch.float32
     model, processor = (load_vlm(script.model_name_or_path, dtype=dtype, attn_implementation=script.attn_implementation)
-                        if script.model_name_or_path else pretrained_tiny(dtype=dtype))
+                        if script.model_name_or_path else pretrained_tiny(dtype=dtype, variant=script.tiny_variant))
     lora = (make_lora_config(model, script.lora_target_modules, script.lora_r, script.lora_alpha, script.lora_dropout)
             if script.use_lora else None)
     trainer = SaliencyGRPOTrainer(model, config, train_dataset=data, processing_class=processor, peft_config=lora)

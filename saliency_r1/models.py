@@ -192,10 +192,12 @@ def load_vlm(name_or_path, dtype="auto", attn_implementation=None, device_map=No
 # %% ../nbs/01_models.ipynb #bc30195c
 CHECKPOINTS = Path(str(importlib.resources.files("saliency_r1"))) / "checkpoints"
 
-def pretrained_tiny(arch: str = "qwen2_5_vl", dtype=torch.float32):
-    "The shipped tiny VLM trained on the synthetic world, and its processor."
-    path = CHECKPOINTS / f"tiny-{arch}"
+def pretrained_tiny(arch: str = "qwen2_5_vl", dtype=torch.float32,
+                    variant: str | None = None): # None: the SFT model; "wander": tuned on a mix of wandering and direct thoughts
+    "A shipped tiny VLM trained on the synthetic world, and its processor."
+    path = CHECKPOINTS / "-".join(["tiny", arch] + ([variant] if variant else []))
     if not (path / "model.safetensors").exists():
-        raise FileNotFoundError(f"No shipped checkpoint at {path}: train one with "
+        shipped = sorted(p.name for p in CHECKPOINTS.glob("tiny-*") if (p / "model.safetensors").exists())
+        raise FileNotFoundError(f"No shipped checkpoint at {path} (shipped: {shipped}): train one with "
                                 f"`saliency-r1 sft --out {path}` (see bench/sft_tiny.py)")
     return load_vlm(path, dtype=dtype)

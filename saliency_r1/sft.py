@@ -34,23 +34,24 @@ def sft_example(row: dict, system_prompt: str | None = SYSTEM_PROMPT) -> dict:
 
 # %% ../nbs/04_sft.ipynb #f75b2622
 def _stream_rows(seed: int, image_size, grid, n_distractors, templates, curriculum_examples: int, shortcut_rate: float,
-                 system_prompt):
-    rng = np.random.default_rng(seed)
+                 system_prompt, wander_rate: float = 0.0):
+    rng, wander_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
     i = 0
     while True:
         nd = 0 if i < curriculum_examples else n_distractors
         row = make_shapes_example(rng, str(rng.choice(list(templates))), image_size, grid, nd,
-                                  shortcut=bool(rng.random() < shortcut_rate))
+                                  shortcut=bool(rng.random() < shortcut_rate), wander=bool(wander_rng.random() < wander_rate))
         yield sft_example(row, system_prompt)
         i += 1
 
 def shapes_stream(seed: int = 0, image_size=112, grid=(2, 2), n_distractors=(1, 2), templates=TEMPLATES,
-                  curriculum_examples: int = 0, shortcut_rate: float = 0.0, system_prompt: str | None = SYSTEM_PROMPT):
-    "An endless `IterableDataset` of SFT examples from the synthetic world (fresh scenes, deterministic by `seed`)."
+                  curriculum_examples: int = 0, shortcut_rate: float = 0.0, system_prompt: str | None = SYSTEM_PROMPT,
+                  wander_rate: float = 0.0):
+    "An endless `IterableDataset` of SFT examples from the synthetic world (fresh scenes, deterministic by `seed`; rates as in `make_shapes_dataset`)."
     from datasets import IterableDataset
     return IterableDataset.from_generator(_stream_rows, gen_kwargs=dict(
         seed=seed, image_size=image_size, grid=grid, n_distractors=n_distractors, templates=tuple(templates),
-        curriculum_examples=curriculum_examples, shortcut_rate=shortcut_rate, system_prompt=system_prompt))
+        curriculum_examples=curriculum_examples, shortcut_rate=shortcut_rate, system_prompt=system_prompt, wander_rate=wander_rate))
 
 # %% ../nbs/04_sft.ipynb #1eabe8f4
 def lr_groups(model, base_lr: float, weight_decay: float, multipliers: dict[str, float], no_decay: set[str]) -> list[dict]:
