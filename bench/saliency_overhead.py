@@ -132,15 +132,15 @@ def main():
         maps = naive_cot_maps(model, out, P, tok, end_ids, torch.cat(norm_in, 1))
         sync(); return out, maps
 
-    times = {"a": [], "b": [], "c": []}
+    times, kept = {"a": [], "b": [], "c": []}, {}
     with torch.no_grad():
         plain(); recorded(); naive()  # warm-up
-        for _ in range(repeats):  # interleaved, so drifting machine load hits all three alike
+        for i in range(repeats):  # interleaved, so drifting machine load hits all three alike
             for key, fn in (("a", plain), ("b", recorded), ("c", naive)):
                 t = time.perf_counter(); res = fn(); times[key].append(time.perf_counter() - t)
-                if key == "a": tokens_a = res
-                if key == "b": rec, exps = res
-                if key == "c": out_c, maps_c = res
+                if i == repeats - 1: kept[key] = res
+                del res  # earlier rounds' outputs (135 MB of attentions for (c)) must not weigh on the next runs
+    tokens_a, (rec, exps), (out_c, maps_c) = kept["a"], kept["b"], kept["c"]
     same_tokens = bool(torch.equal(tokens_a, out_c.sequences))
     valid = sum(e.valid for e in exps)
     diff = max(float(np.abs(e.answer_map.ravel() - m).max() / max(np.abs(m).max(), 1e-30)) for e, m in zip(exps, maps_c))
