@@ -6,51 +6,98 @@ The two settings alternate over several rounds so drift on a busy machine hits b
 so both settings sample the same completions step after step (same seed, same policy) and the difference is
 only the saliency capture, the maps and the reward, not different completion lengths.
 
-    python bench/grpo_step.py [--steps 6] [--rounds 2] [--threads 2]
+    python bench/grpo_step.py [--steps 11] [--rounds 3] [--threads 2]
+
+With `--size` (a random-init model of that shape from bench/saliency_overhead.py's SIZES), every completion is forced
+to a scripted `<think> ... </think> answer` of exactly `--length` tokens, so all completions have maps and both
+settings do the same token work; the GPU check of issue 5 is
+
+    python bench/grpo_step.py --size 3b --device cuda --dtype bfloat16 --batch 4 --generations 4 --length 256 --image 448 --steps 4 --rounds 1
+
+which also prints the peak GPU memory of each setting.
 """
 import argparse, statistics, tempfile, time
 
 import torch
-from transformers import TrainerCallback
+from transformers import LogitsProcessor, LogitsProcessorList, TrainerCallback
 
 from saliency_r1.data import make_shapes_dataset
 from saliency_r1.grpo import SaliencyGRPOConfig, SaliencyGRPOTrainer
-from saliency_r1.models import pretrained_tiny
+from saliency_r1.models import pretrained_tiny, tiny_vlm
+from saliency_r1.saliency import unwrap_model
 from saliency_r1.sft import make_lora_config
+from saliency_overhead import SIZES, scripted_completions
+
+class ForceScript(LogitsProcessor):
+    "Makes every row of each `generate` call write `script` (one id per step), whatever the model would sample."
+    def __init__(self, script: list[int]): self.script, self.start, self.last = script, 0, None
+    def __call__(self, input_ids, scores):
+        if self.last is None or input_ids.shape[1] <= self.last: self.start = input_ids.shape[1]  # a new generate call
+        self.last = input_ids.shape[1]
+        forced = torch.full_like(scores, float("-inf"))
+        forced[:, self.script[min(input_ids.shape[1] - self.start, len(self.script) - 1)]] = 0.0
+        return forced
+
+class ScriptedTrainer(SaliencyGRPOTrainer):
+    "The trainer, with the model's `generate` forced to a script for the duration of each generation."
+    script: list[int] = []
+    def _generate_single_turn(self, *args, **kwargs):
+        hf = unwrap_model(self.model)
+        plain = type(hf).generate
+        hf.generate = lambda *a, **k: plain(hf, *a, **k, logits_processor=LogitsProcessorList([ForceScript(self.script)]))
+        try: return super()._generate_single_turn(*args, **kwargs)
+        finally: del hf.generate
 
 class StepTimer(TrainerCallback):
     def __init__(self): self.times, self.t = [], None
     def on_step_begin(self, args, state, control, **kw): self.t = time.perf_counter()
     def on_step_end(self, args, state, control, **kw): self.times.append(time.perf_counter() - self.t)
 
-def step_times(with_saliency: bool, steps: int, batch: int, gens: int, length: int) -> list[float]:
-    model, processor = pretrained_tiny()
+def step_times(with_saliency: bool, steps: int, batch: int, gens: int, length: int, a) -> tuple[list[float], dict]:
+    dtype = getattr(torch, a.dtype)
+    if a.size:
+        with torch.device(a.device): model, processor = tiny_vlm("qwen2_5_vl", seed=0, dtype=dtype, **SIZES[a.size])
+        ScriptedTrainer.script = scripted_completions(processor.tokenizer, 1, length)[0]
+    else: model, processor = pretrained_tiny(dtype=dtype)
+    model.to(a.device)
     cfg = SaliencyGRPOConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=batch,
                              num_generations=gens, max_completion_length=length, learning_rate=0.0, logging_steps=1000,
-                             save_strategy="no", report_to="none", seed=0, disable_tqdm=True,
+                             save_strategy="no", report_to="none", seed=0, disable_tqdm=True, bf16=a.dtype == "bfloat16",
+                             use_cpu=a.device == "cpu", gradient_checkpointing=bool(a.size and a.device != "cpu"),
                              saliency_weight=1.0 if with_saliency else 0.0, saliency_capture="generate" if with_saliency else "off")
     timer = StepTimer()
-    trainer = SaliencyGRPOTrainer(model, cfg, train_dataset=make_shapes_dataset(steps * batch // gens, seed=5),
-                                  processing_class=processor, peft_config=make_lora_config(model, ["q_proj", "v_proj"]),
-                                  callbacks=[timer])
+    cls = ScriptedTrainer if a.size else SaliencyGRPOTrainer
+    trainer = cls(model, cfg, train_dataset=make_shapes_dataset(steps * batch // gens, seed=5, image_size=a.image),
+                  processing_class=processor, peft_config=make_lora_config(model, ["q_proj", "v_proj"]), callbacks=[timer])
+    if a.device.startswith("cuda"): torch.cuda.reset_peak_memory_stats()
     trainer.train()
-    return timer.times[1:]  # the first step includes one-off set-up
+    logs = next((h for h in reversed(trainer.state.log_history) if "saliency/valid_rate" in h), {})
+    info = dict(valid_rate=logs.get("saliency/valid_rate"), mean_length=next((h.get("completions/mean_length") for h in reversed(trainer.state.log_history) if "completions/mean_length" in h), None),
+                peak_gb=torch.cuda.max_memory_allocated() / 2**30 if a.device.startswith("cuda") else None)
+    return timer.times[1:], info  # the first step includes one-off set-up
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=11); p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch", type=int, default=16); p.add_argument("--generations", type=int, default=8)
     p.add_argument("--length", type=int, default=48); p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--size", choices=list(SIZES), default=None, help="random-init model of this shape, scripted completions "
+                                                                    "(default: the shipped tiny model, sampled completions)")
+    p.add_argument("--device", default="cpu"); p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--image", type=int, default=112, help="image side in pixels")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     on, off = [], []
     for r in range(a.rounds):
-        on += step_times(True, a.steps, a.batch, a.generations, a.length)
-        off += step_times(False, a.steps, a.batch, a.generations, a.length)
+        t, info_on = step_times(True, a.steps, a.batch, a.generations, a.length, a); on += t
+        t, info_off = step_times(False, a.steps, a.batch, a.generations, a.length, a); off += t
         print(f"round {r + 1}: with saliency {statistics.median(on):.3f} s/step, without {statistics.median(off):.3f} s/step", flush=True)
     m_on, m_off = statistics.median(on), statistics.median(off)
-    print(f"tiny Qwen2.5-VL, batch {a.batch} = {a.batch // a.generations} prompts x {a.generations} generations, "
-          f"<= {a.length} new tokens, {a.threads} threads, {len(on)} + {len(off)} timed steps")
+    print(f"{'Qwen2.5-VL ' + a.size + ' (random init, scripted completions)' if a.size else 'tiny Qwen2.5-VL'}, {a.dtype} on {a.device}, "
+          f"batch {a.batch} = {a.batch // a.generations} prompts x {a.generations} generations, <= {a.length} new tokens, "
+          f"{a.image} px, {a.threads} threads, {len(on)} + {len(off)} timed steps")
+    print(f"with saliency: valid maps {info_on['valid_rate']}, mean completion length {info_on['mean_length']}"
+          + (f"; peak GPU memory {info_on['peak_gb']:.1f} GiB with saliency, {info_off['peak_gb']:.1f} GiB without" if info_on["peak_gb"] else ""))
     print(f"median step  with saliency reward: {m_on:.3f} s   without (weight 0, capture off): {m_off:.3f} s")
     print(f"ratio {m_on / m_off:.3f}  (target <= 1.10)")
 
