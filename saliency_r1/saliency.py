@@ -231,15 +231,20 @@ class SaliencyRecording:
         x = args[0][:, self._norm_start:]
         if x.shape[1]: self._inv_rms.append(torch.rsqrt(x.detach().float().pow(2).mean(-1) + self.adapter.norm_eps))
 
+    def layer_kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        "Keys and values of one layer, each (B, H_kv, S, d_head): the KV cache's own tensors (or the forward's states)."
+        if self.cache is not None: return self.cache.layers[layer].keys, self.cache.layers[layer].values
+        return self._keys[layer], self._values[layer]
+
     @property
     def keys(self) -> list[torch.Tensor]:
-        "Keys of each layer, (B, H_kv, S, d_head): the KV cache's own tensors (or the forward's key states)."
-        return [l.keys for l in self.cache.layers] if self.cache is not None else self._keys
+        "Keys of each layer (see `layer_kv`)."
+        return [self.layer_kv(l)[0] for l in range(self.adapter.n_layers)]
 
     @property
     def values(self) -> list[torch.Tensor]:
-        "Values of each layer, (B, H_kv, S, d_head), like `keys`."
-        return [l.values for l in self.cache.layers] if self.cache is not None else self._values
+        "Values of each layer (see `layer_kv`)."
+        return [self.layer_kv(l)[1] for l in range(self.adapter.n_layers)]
 
     def queries(self, layer: int) -> torch.Tensor:
         "Kept query rows of `layer`, (B, H, rows, d_head); row r is position keep_from + r."
@@ -353,7 +358,8 @@ class _Row:
     "One example of a recording: attention rows, image values, readouts and norms; positions are contiguous ranges."
     def __init__(self, rec: SaliencyRecording, b: int, completion_ids: torch.Tensor, grid: tuple[int, int]):
         self.rec, self.b, self.ad, self.P, self.grid = rec, b, rec.adapter, rec.prompt_length, grid
-        dev = rec.keys[0].device
+        k0 = rec.layer_kv(0)[0]
+        dev = k0.device
         self.y = completion_ids.to(dev)
         image = self.ad.image_mask(rec.prompt["input_ids"][b]).nonzero()[:, 0].to(dev)
         self.n_image, self.image_end = len(image), int(image[-1]) + 1
@@ -361,7 +367,8 @@ class _Row:
         self.image = slice(int(image[0]), self.image_end) if self.image_end - int(image[0]) == self.n_image else image
         mask = rec.prompt.get("attention_mask")
         prompt_ok = mask[b].bool().to(dev) if mask is not None else torch.ones(self.P, dtype=torch.bool, device=dev)
-        self.key_ok = torch.cat([prompt_ok, prompt_ok.new_ones(rec.keys[0].shape[2] - self.P)])
+        self.key_ok = torch.cat([prompt_ok, prompt_ok.new_ones(k0.shape[2] - self.P)])
+        self._u = {}  # unembedding rows of explained token ranges: the same for every layer
 
     def rows(self, layer: int, pos: range) -> torch.Tensor:
         "α of the query rows at the absolute positions `pos` over all keys, (H, len(pos), S)."
@@ -369,17 +376,17 @@ class _Row:
         if len(pos) and (first < 0 or first + len(pos) > queries.shape[2]):
             raise ValueError(f"positions {pos.start}..{pos.stop - 1} were not recorded (kept from {self.rec.keep_from}); "
                              f"the completion ids must be the ones generated or forced, and 'rollout' needs record_saliency(rollout=True)")
-        return attention_rows(queries[self.b][:, first:first + len(pos)], self.rec.keys[layer][self.b], self.key_ok,
+        return attention_rows(queries[self.b][:, first:first + len(pos)], self.rec.layer_kv(layer)[0][self.b], self.key_ok,
                               torch.arange(pos.start, pos.stop, device=self.y.device), self.ad.scaling(layer))
 
     def values(self, layer: int) -> torch.Tensor:
         "Values of the image tokens, one per KV head, (H_kv, |I|, d_head), float32."
-        return self.rec.values[layer][self.b][:, self.image].float()
+        return self.rec.layer_kv(layer)[1][self.b][:, self.image].float()
 
     def value_logits(self, layer: int, ks: range) -> torch.Tensor:
         "m of completion tokens `ks` on the image keys, (H, K, |I|)."
-        u = self.ad.unembedding(self.y[ks.start:ks.stop]).float()
-        w = head_readout(self.ad.o_weight(layer).float(), self.ad.gamma.float(), u, self.ad.n_heads)
+        if ks not in self._u: self._u[ks] = self.ad.unembedding(self.y[ks.start:ks.stop]).float()
+        w = head_readout(self.ad.o_weight(layer).float(), self.ad.gamma.float(), self._u[ks], self.ad.n_heads)
         q = self.P + ks.start - 1 - self.rec.keep_from  # kept row of the first token's query
         return value_logits(w, self.values(layer), self.rec.inv_rms[self.b, q:q + len(ks)])
 
