@@ -39,8 +39,11 @@ class ForceScript(LogitsProcessor):
         return forced
 
 class ScriptedTrainer(SaliencyGRPOTrainer):
-    "The trainer, with the model's `generate` forced to a script for the duration of each generation."
-    script: list[int] = []
+    "The trainer, with the model's `generate` forced to `script` for the duration of each generation."
+    def __init__(self, *args, script: list[int], **kwargs):
+        self.script = script
+        super().__init__(*args, **kwargs)
+
     def _generate_single_turn(self, *args, **kwargs):
         hf = unwrap_model(self.model)
         plain = type(hf).generate
@@ -57,7 +60,6 @@ def step_times(with_saliency: bool, steps: int, batch: int, gens: int, length: i
     dtype = getattr(torch, a.dtype)
     if a.size:
         with torch.device(a.device): model, processor = tiny_vlm("qwen2_5_vl", seed=0, dtype=dtype, **SIZES[a.size])
-        ScriptedTrainer.script = scripted_completions(processor.tokenizer, 1, length)[0]
     else: model, processor = pretrained_tiny(dtype=dtype)
     model.to(a.device)
     cfg = SaliencyGRPOConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=batch,
@@ -66,9 +68,10 @@ def step_times(with_saliency: bool, steps: int, batch: int, gens: int, length: i
                              use_cpu=a.device == "cpu", gradient_checkpointing=bool(a.size and a.device != "cpu"),
                              saliency_weight=1.0 if with_saliency else 0.0, saliency_capture="generate" if with_saliency else "off")
     timer = StepTimer()
-    cls = ScriptedTrainer if a.size else SaliencyGRPOTrainer
-    trainer = cls(model, cfg, train_dataset=make_shapes_dataset(steps * batch // gens, seed=5, image_size=a.image),
-                  processing_class=processor, peft_config=make_lora_config(model, ["q_proj", "v_proj"]), callbacks=[timer])
+    scripted = dict(script=scripted_completions(processor.tokenizer, 1, length)[0]) if a.size else {}
+    trainer = (ScriptedTrainer if a.size else SaliencyGRPOTrainer)(
+        model, cfg, train_dataset=make_shapes_dataset(steps * batch // gens, seed=5, image_size=a.image), processing_class=processor,
+        peft_config=make_lora_config(model, ["q_proj", "v_proj"]), callbacks=[timer], **scripted)
     if a.device.startswith("cuda"): torch.cuda.reset_peak_memory_stats()
     trainer.train()
     logs = next((h for h in reversed(trainer.state.log_history) if "saliency/valid_rate" in h), {})

@@ -74,7 +74,7 @@ def grpo_dataset(dataset, system_prompt: str | None = SYSTEM_PROMPT, max_pixels:
 # %% ../nbs/07_grpo.ipynb #5303d057
 def evaluate_saliency(model, processor, dataset, method: str = "cot", batch_size: int = 32, max_new_tokens: int = 64,
                       progress: bool = True) -> dict:
-    "Energy pointing game, pointing game, valid rate and accuracy of `model`'s answer maps on a grounded dataset."
+    "Energy pointing game, pointing game, valid rate and accuracy of `model`'s answer maps on a grounded dataset (per-example scores, NaN where invalid, in `per_example`)."
     exps = []
     for i in tqdm(range(0, len(dataset), batch_size), desc="explaining", disable=not progress):
         rows = dataset[i:i + batch_size]
@@ -89,7 +89,7 @@ def evaluate_saliency(model, processor, dataset, method: str = "cot", batch_size
     nanmean = lambda x: float(np.nanmean(x)) if not np.isnan(x).all() else float("nan")
     return dict(n=len(exps), valid_rate=float(valid.mean()), energy_pg=nanmean(epg), pointing_game=nanmean(pg),
                 uniform_energy_pg=nanmean(np.array(uniform)), accuracy=float(np.mean(np.array(acc) * valid)),
-                explanations=exps)
+                per_example=dict(energy_pg=epg, pointing_game=pg), explanations=exps)
 
 # %% ../nbs/07_grpo.ipynb #14500812
 def default_rewards(args: SaliencyGRPOConfig) -> tuple[list, list[float]]:
