@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 
 # %% auto #0
-__all__ = ['head_readout', 'value_logits', 'direct_contribution', 'cot_bottleneck', 'think_flow', 'saliency_map',
-           'attention_rows', 'rollout_step', 'gradient_x_input']
+__all__ = ['head_readout', 'value_logits', 'direct_contribution', 'cot_bottleneck', 'think_flow', 'saliency_map', 'chain_weights',
+           'token_chain', 'attention_rows', 'rollout_step', 'gradient_x_input']
 
 # %% ../nbs/04_attribution.ipynb #921b259e
 def head_readout(o_weight: torch.Tensor, # W_O of one layer as `o_proj` stores it, (d_model, H·d_head)
@@ -38,14 +38,14 @@ def direct_contribution(alpha: torch.Tensor, # attention weights of the explaine
 
 # %% ../nbs/04_attribution.ipynb #58371484
 def cot_bottleneck(alpha_answer_think: torch.Tensor, # α(q_k → t) per head, (H, K, T)
-                   alpha_think_image: torch.Tensor,  # α(t → p) per head, rows of the thinking tokens' own positions, (H, T, P)
+                   alpha_think_image: torch.Tensor,  # α(P+t-1 → p) per head, rows of the queries that generated the thinking tokens, (H, T, P)
                   ) -> torch.Tensor:                 # β, (H, K, P)
-    "β[h,k,p] = Σ_t α[h](q_k → t)·α[h](t → p): answer-to-image attention routed through the thinking tokens."
+    "β[h,k,p] = Σ_t α[h](q_k → P+t)·α[h](P+t-1 → p): answer-to-image attention routed through the thinking tokens."
     return alpha_answer_think @ alpha_think_image
 
 # %% ../nbs/04_attribution.ipynb #1d7e4526
-def think_flow(alpha_answer_think: torch.Tensor, # α(q_k → t), (H, K, T)
-               alpha_think_image: torch.Tensor,  # α(t → p), (H, T, P)
+def think_flow(alpha_answer_think: torch.Tensor, # α(q_k → P+t), (H, K, T)
+               alpha_think_image: torch.Tensor,  # α(P+t-1 → p), (H, T, P)
                m: torch.Tensor,                  # value logits of the answer tokens on the image keys, (H, K, P)
               ) -> torch.Tensor:                 # (T,)
     "One layer's share of Σ_k Σ_p C_k(p) routed through each thinking token t."
@@ -56,6 +56,19 @@ def saliency_map(contributions: torch.Tensor, # C_k(p) (or D_k(p)) of the answer
                 ) -> torch.Tensor:            # (P,), non-negative
     "S(p) = ReLU(Σ_k C_k(p)): the answer map."
     return contributions.sum(0).clamp(min=0)
+
+# %% ../nbs/04_attribution.ipynb #f381f843
+def chain_weights(G_answer_think: torch.Tensor, # G_k(P+t): direct attribution of each answer token to each thinking key, (K, T)
+                 ) -> torch.Tensor:             # c, (T,), non-negative
+    "c(t) = Σ_k max(0, G_k(P+t)): how much the answer draws on each thinking token (clipped per answer token)."
+    return G_answer_think.clamp(min=0).sum(0)
+
+# %% ../nbs/04_attribution.ipynb #16de38f3
+def token_chain(c: torch.Tensor, # chain weights c(t), (T,)
+                D: torch.Tensor, # direct maps D_t of the thinking tokens on the image keys, (T, |I|)
+               ) -> torch.Tensor: # S, (|I|,), non-negative
+    "S(p) = ReLU(Σ_t c(t)·D_t(p)): the answer map routed through the thinking tokens' own direct maps."
+    return (c @ D).clamp(min=0)
 
 # %% ../nbs/04_attribution.ipynb #bc7c2543
 def attention_rows(q: torch.Tensor,         # query rows of one layer, (H, n, d_head), RoPE applied

@@ -19,7 +19,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from .data import SYSTEM_PROMPT, Box
 from .models import prepare_inputs
 from .attribution import (head_readout, value_logits, direct_contribution, cot_bottleneck, think_flow,
-                                     saliency_map, attention_rows, rollout_step, gradient_x_input)
+                                     saliency_map, chain_weights, token_chain, attention_rows, rollout_step, gradient_x_input)
 
 # %% auto #0
 __all__ = ['ADAPTERS', 'SALIENCY_ATTENTION', 'RECORDED_METHODS', 'METHODS', 'unwrap_model', 'linear_weight', 'QwenVLAdapter',
@@ -247,12 +247,13 @@ class Explanation:
     valid: bool                     # both spans found; False means an all-zero map
     grid: tuple[int, int]           # (gh, gw) of the image tokens
     answer_map: np.ndarray          # float32 (gh, gw), non-negative
-    think_flow: np.ndarray | None   # "cot" only: float32 (len(think_span),), what each thinking token carries
-    method: str                     # "cot", "direct", "attention", "rollout" or "gradient"
+    think_flow: np.ndarray | None   # "chain": c(t) ≥ 0, "cot": signed flow; float32 (len(think_span),); else None
+    method: str                     # one of METHODS: "chain", "cot", "direct", "attention", "rollout", "gradient"
+    think_maps: np.ndarray | None = None # "chain" only: D_t of each thinking token, float32 (len(think_span), gh, gw)
     _row: object = field(default=None, repr=False, compare=False)
 
     def token_map(self, k: int) -> np.ndarray:
-        "The signed direct map D_k of completion token `k` (PAPER.md section 3), float32 (gh, gw)."
+        "The signed direct map D_k = G_k on the image of completion token `k` (Saliency-R1's direct logit attribution), float32 (gh, gw)."
         if not 0 <= k < len(self.completion_ids): raise IndexError(f"token {k} is outside the completion (0..{len(self.completion_ids) - 1})")
         if self._row is None: raise ValueError("This explanation no longer holds its recording (e.g. a trainer's last_explanations): "
                                                "explain the completion again for token maps")
@@ -268,6 +269,12 @@ class Explanation:
         if mode == "bilinear":
             return F.interpolate(torch.from_numpy(self.answer_map)[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
         raise ValueError(f"mode must be 'nearest' or 'bilinear', got {mode!r}")
+
+    def weighted_think_maps(self) -> np.ndarray:
+        "c(t)·D_t of each thinking token, float32 (len(think_span), gh, gw): the terms whose sum, rectified, is the chain map."
+        if self.think_maps is None:
+            raise ValueError(f"weighted_think_maps needs a valid 'chain' explanation (this one: method {self.method!r}, valid {self.valid})")
+        return self.think_flow[:, None, None] * self.think_maps
 
 
 
@@ -297,16 +304,16 @@ class _Row:
         return attention_rows(queries[self.b][:, first:first + len(pos)], self.rec.layer_kv(layer)[0][self.b], self.key_ok,
                               torch.arange(pos.start, pos.stop, device=self.y.device), self.ad.scaling(layer))
 
-    def values(self, layer: int) -> torch.Tensor:
-        "Values of the image tokens, one per KV head, (H_kv, |I|, d_head), float32."
-        return self.rec.layer_kv(layer)[1][self.b][:, self.image].float()
+    def values(self, layer: int, keys: slice | torch.Tensor | None = None) -> torch.Tensor:
+        "Values of the key positions `keys` (default: the image tokens), one per KV head, (H_kv, n, d_head), float32."
+        return self.rec.layer_kv(layer)[1][self.b][:, self.image if keys is None else keys].float()
 
-    def value_logits(self, layer: int, ks: range) -> torch.Tensor:
-        "m of completion tokens `ks` on the image keys, (H, K, |I|)."
+    def value_logits(self, layer: int, ks: range, keys: slice | torch.Tensor | None = None) -> torch.Tensor:
+        "m of completion tokens `ks` on the key positions `keys` (default: the image tokens), (H, K, n)."
         if ks not in self._u: self._u[ks] = self.ad.unembedding(self.y[ks.start:ks.stop]).float()
         w = head_readout(self.ad.o_weight(layer).float(), self.ad.gamma.float(), self._u[ks], self.ad.n_heads)
         q = self.P + ks.start - 1 - self.rec.keep_from  # kept row of the first token's query
-        return value_logits(w, self.values(layer), self.rec.inv_rms[self.b, q:q + len(ks)])
+        return value_logits(w, self.values(layer, keys), self.rec.inv_rms[self.b, q:q + len(ks)])
 
     def direct(self, ks: range) -> torch.Tensor:
         "D_k(p) of completion tokens `ks` on the image tokens, (K, |I|), float32 on the CPU."
@@ -317,35 +324,53 @@ class _Row:
 def _shift(r: range, by: int) -> range: return range(r.start + by, r.stop + by)
 
 # %% ../nbs/05_saliency.ipynb #365c1cf3
-def _cot(row: _Row, think: range, answer: range):
-    t = _shift(think, row.P)                           # positions of the thinking tokens
-    block = range(t.start, row.P + answer.stop - 1)    # query rows from the first thinking token to the last answer query
-    q0 = row.P + answer.start - 1 - block.start        # block row of the first answer query
+class _Maps(NamedTuple):
+    answer: torch.Tensor                     # S over the image keys, (|I|,)
+    think_flow: torch.Tensor | None = None   # (|T|,): cot's flow through each thinking token, or chain's c(t)
+    think_maps: torch.Tensor | None = None   # chain: D_t of each thinking token on the image keys, (|T|, |I|)
+
+def _think_block(row: _Row, think: range, answer: range) -> tuple[range, slice, int]:
+    "Query rows from the query of the first thinking token to the last answer query, the thinking keys, the block row of the first answer query."
+    block = range(row.P + think.start - 1, row.P + answer.stop - 1)
+    return block, slice(row.P + think.start, row.P + think.stop), row.P + answer.start - 1 - block.start
+
+def _cot(row: _Row, think: range, answer: range) -> _Maps:
+    block, t, q0 = _think_block(row, think, answer)
     total, flow = 0, 0
     for l in range(row.ad.n_layers):
         a = row.rows(l, block)
-        a_think_image, a_answer_think = a[:, :len(t), row.image], a[:, q0:, t.start:t.stop]
+        a_think_image, a_answer_think = a[:, :len(think), row.image], a[:, q0:, t]  # second hop: rows P+t-1
         m = row.value_logits(l, answer)
         total = total + direct_contribution(cot_bottleneck(a_answer_think, a_think_image), m)
         flow = flow + think_flow(a_answer_think, a_think_image, m)
-    return saliency_map(total), flow
+    return _Maps(saliency_map(total), flow)
 
-def _direct(row: _Row, think, answer): return saliency_map(row.direct(answer)), None
+def _chain(row: _Row, think: range, answer: range) -> _Maps:
+    block, t, q0 = _think_block(row, think, answer)
+    D, G = 0, 0  # D_t(p) on the image keys; G_k(P+t) of the answer tokens on the thinking keys
+    for l in range(row.ad.n_layers):
+        a = row.rows(l, block)
+        D = D + direct_contribution(a[:, :len(think), row.image], row.value_logits(l, think))
+        G = G + direct_contribution(a[:, q0:, t], row.value_logits(l, answer, t))
+    c = chain_weights(G)
+    return _Maps(token_chain(c, D), c, D)
 
-def _attention(row: _Row, think, answer):
+def _direct(row: _Row, think, answer) -> _Maps: return _Maps(saliency_map(row.direct(answer)))
+
+def _attention(row: _Row, think, answer) -> _Maps:
     q = _shift(answer, row.P - 1)
-    return sum(row.rows(l, q)[:, :, row.image].mean((0, 1)) for l in range(row.ad.n_layers)) / row.ad.n_layers, None
+    return _Maps(sum(row.rows(l, q)[:, :, row.image].mean((0, 1)) for l in range(row.ad.n_layers)) / row.ad.n_layers)
 
-def _rollout(row: _Row, think, answer):
+def _rollout(row: _Row, think, answer) -> _Maps:
     path = range(row.image_end, row.P + answer.stop - 1)  # every position after the image up to the last answer query
     flow = torch.zeros(len(path), row.n_image, device=row.y.device)
     for l in range(row.ad.n_layers):
         a = row.rows(l, path).mean(0)
         flow = rollout_step(flow, a[:, row.image], a[:, path.start:path.stop])
     q = row.P + answer.start - 1 - path.start
-    return flow[q:q + len(answer)].mean(0), None
+    return _Maps(flow[q:q + len(answer)].mean(0))
 
-RECORDED_METHODS = {"cot": _cot, "direct": _direct, "attention": _attention, "rollout": _rollout}
+RECORDED_METHODS = {"chain": _chain, "cot": _cot, "direct": _direct, "attention": _attention, "rollout": _rollout}
 
 # %% ../nbs/05_saliency.ipynb #5f2c6909
 def teacher_forced_inputs(prompt: dict,                # prompt inputs of a batch (left-padded), as for `generate`
@@ -372,18 +397,19 @@ def _gradient_maps(rec: SaliencyRecording, completion_ids: torch.Tensor, mask: t
         leaf["x"] = kwargs["inputs_embeds"].detach().requires_grad_(True)
         return args, dict(kwargs, inputs_embeds=leaf["x"])
     hook = rec.adapter.text.register_forward_pre_hook(swap, with_kwargs=True)
-    try:
-        with torch.enable_grad(): logits = hf(**inputs, use_cache=False).logits
-    finally: hook.remove()
     ids = inputs["input_ids"]
     pos = [None if a is None else P + torch.tensor(list(a), device=ids.device) for a in answers]
-    target = sum(logits[b, p - 1, ids[b, p]].sum() for b, p in enumerate(pos) if p is not None)
-    grad = torch.autograd.grad(target, leaf["x"])[0]
+    try:
+        with torch.enable_grad():  # callers (explain, a trainer's forward pass) run under no_grad
+            logits = hf(**inputs, use_cache=False).logits
+            target = sum(logits[b, p - 1, ids[b, p]].sum() for b, p in enumerate(pos) if p is not None)
+            grad = torch.autograd.grad(target, leaf["x"])[0]
+    finally: hook.remove()
     img = rec.adapter.image_mask(ids)
     return [None if p is None else gradient_x_input(leaf["x"][b, img[b]], grad[b, img[b]]).detach() for b, p in enumerate(pos)]
 
 # %% ../nbs/05_saliency.ipynb #38326ebe
-METHODS = ("cot", "direct", "attention", "rollout", "gradient")
+METHODS = ("chain", "cot", "direct", "attention", "rollout", "gradient")
 
 def _end_ids(tokenizer, model) -> set[int]:
     eos = model.generation_config.eos_token_id
@@ -442,15 +468,19 @@ def _grids(rec: SaliencyRecording) -> list[tuple[int, int]]:
     return grids
 
 # %% ../nbs/05_saliency.ipynb #db20392f
-def _recorded_map(row: _Row, c: _Completion, method: str) -> tuple[np.ndarray, np.ndarray | None]:
-    "(answer map (gh, gw), think flow or None) of one valid completion by a recorded method."
-    with torch.no_grad(): smap, flow = RECORDED_METHODS[method](row, c.think, c.answer)
-    return smap.reshape(row.grid).cpu().numpy().astype(np.float32), None if flow is None else flow.cpu().numpy().astype(np.float32)
+def _numpy(x: torch.Tensor | None, shape=None) -> np.ndarray | None:
+    return None if x is None else x.reshape(shape or x.shape).cpu().numpy().astype(np.float32)
+
+def _recorded_maps(row: _Row, c: _Completion, method: str) -> dict:
+    "Explanation fields (answer_map, think_flow, think_maps) of one valid completion by a recorded method."
+    with torch.no_grad(): maps = RECORDED_METHODS[method](row, c.think, c.answer)
+    return dict(answer_map=_numpy(maps.answer, row.grid), think_flow=_numpy(maps.think_flow),
+                think_maps=_numpy(maps.think_maps, None if maps.think_maps is None else (-1, *row.grid)))
 
 def explain_batch(rec: SaliencyRecording,  # what `record_saliency` kept of the batch
                   completion_ids,          # (B, N) tensor (generated ids after the prompt) or list of id sequences
                   processor,               # the processor (or tokenizer) of the model
-                  method: str = "cot",     # "cot", "direct", "attention", "rollout" or "gradient" (needs a backward pass)
+                  method: str = "chain",   # one of METHODS; "gradient" needs a backward pass
                  ) -> list[Explanation]:
     "One `Explanation` per row of a recorded batch (generation or teacher-forced forward)."
     if method not in METHODS: raise ValueError(f"Unknown method {method!r}; choose from {METHODS}")
@@ -464,13 +494,13 @@ def explain_batch(rec: SaliencyRecording,  # what `record_saliency` kept of the 
     out = []
     for b, (c, ok) in enumerate(zip(comps, valid)):
         row = _Row(rec, b, ids[b], grids[b])
-        amap, flow = np.zeros(grids[b], np.float32), None
-        if ok and method == "gradient": amap = grads[b].reshape(grids[b]).cpu().numpy()
-        elif ok: amap, flow = _recorded_map(row, c, method)
+        maps = dict(answer_map=np.zeros(grids[b], np.float32), think_flow=None, think_maps=None)
+        if ok and method == "gradient": maps["answer_map"] = _numpy(grads[b], grids[b])
+        elif ok: maps = _recorded_maps(row, c, method)
         p_ids, p_mask = rec.prompt["input_ids"][b], rec.prompt.get("attention_mask")
         out.append(Explanation(text=c.text, prompt_ids=(p_ids if p_mask is None else p_ids[p_mask[b].bool()]).cpu().numpy(),
                                completion_ids=np.array(c.ids), tokens=c.tokens, think_span=c.think, answer_span=c.answer,
-                               valid=ok, grid=grids[b], answer_map=amap, think_flow=flow, method=method, _row=row))
+                               valid=ok, grid=grids[b], method=method, _row=row, **maps))
     return out
 
 # %% ../nbs/05_saliency.ipynb #9dabe3ea
@@ -484,7 +514,7 @@ def explain(model,                       # a supported VLM
             image,                       # a PIL image, or a list of them for a batch
             question,                    # the question (a list for a batch)
             *, completion=None,          # completion text(s) to teacher-force; None: generate
-            method: str = "cot",         # "cot", "direct", "attention", "rollout" or "gradient" (needs a backward pass)
+            method: str = "chain",       # one of METHODS; "gradient" needs a backward pass
             system_prompt: str | None = None, # None: the library's SYSTEM_PROMPT; "": no system message
             **generate_kwargs):          # for `model.generate` (default greedy, max_new_tokens=256)
     "Explain a VLM's answer about `image`: generate (or teacher-force `completion`) and return an `Explanation` (lists for lists)."

@@ -39,8 +39,9 @@ def forced_inputs(processor, images, questions, completions, device="cpu"):
 
 @torch.no_grad()
 def naive_reference(model, inputs, P, b, think, answer, ks):
-    """Row b's D_k for completion tokens `ks`, Σ_{k∈A} C_k (before the ReLU) and the think flow, written plainly
-    from eager `output_attentions` probabilities and explicit per-head value projections."""
+    """Row b's D_k for completion tokens `ks`, Σ_{k∈A} C_k of "cot" (before the ReLU), cot's think flow, and the token
+    chain's c(t), D_t and S, written plainly from eager `output_attentions` probabilities and explicit per-head value
+    projections: one function G(j, keys, rows) = Σ_{l,h} row · (value logit of token j on each key)."""
     lm, tc = model.model.language_model, model.config.text_config
     H, Hkv = tc.num_attention_heads, tc.num_key_value_heads
     model.set_attn_implementation({"text_config": "eager"})
@@ -55,27 +56,29 @@ def naive_reference(model, inputs, P, b, think, answer, ks):
     ids = inputs["input_ids"][b]
     img = (ids[:P] == model.config.image_token_id).nonzero()[:, 0]
     gamma, eps, d = lm.norm.weight, lm.norm.variance_epsilon, lm.layers[0].self_attn.head_dim
+    att = [a[b] for a in out.attentions]  # per layer (H, S, S)
 
-    def per_head(k):  # for completion token k: [(layer, head, α row of q_k, contribution of each image key)]
-        q, y = P + k - 1, ids[P + k]
+    def G(j, keys, row=lambda l, h, q: att[l][h, q]):
+        "Σ_{l,h} row(l, h, q_j)[keys] · value logit of y_j on `keys`: the direct logit attribution with any weights."
+        q, y = P + j - 1, ids[P + j]
         inv_rms = 1 / torch.sqrt(final["r"][q].pow(2).mean() + eps)
+        total = torch.zeros(len(keys))
         for l, layer in enumerate(lm.layers):
             v = layer.self_attn.v_proj(normed[l])  # (S, Hkv·d): the values, projected explicitly
             for h in range(H):
                 kv = h // (H // Hkv)
                 w = layer.self_attn.o_proj.weight[:, h * d:(h + 1) * d].T @ (gamma * model.lm_head.weight[y])
-                yield l, h, out.attentions[l][b, h, q], (v[img, kv * d:(kv + 1) * d] @ w) * inv_rms
+                total += row(l, h, q)[keys] * (v[keys, kv * d:(kv + 1) * d] @ w) * inv_rms
+        return total
 
-    D = torch.stack([sum(row[img] * c for _, _, row, c in per_head(k)) for k in ks])
-    C, flow = torch.zeros(len(img)), torch.zeros(len(think))
-    for k in answer:
-        for l, h, row, c in per_head(k):
-            att = out.attentions[l][b, h]
-            for i, t in enumerate(think):
-                routed = row[P + t] * att[P + t, img] * c
-                C += routed
-                flow[i] += routed.sum()
-    return D.numpy(), C.numpy(), flow.numpy()
+    D = torch.stack([G(k, img) for k in ks])
+    # cot: the answer query's row on each thinking token, times the row of the query that generated it (P+t-1)
+    per_t = [[G(k, img, lambda l, h, q, t=t: att[l][h, q, P + t] * att[l][h, P + t - 1]) for k in answer] for t in think]
+    C, flow = sum(sum(x) for x in per_t), torch.stack([sum(x).sum() for x in per_t])
+    c = sum(G(k, [P + t for t in think]).clamp(min=0) for k in answer)
+    D_think = torch.stack([G(t, img) for t in think])
+    return dict(D=D.numpy(), C=C.numpy(), flow=flow.numpy(), c=c.numpy(), D_think=D_think.numpy(),
+                S=(c @ D_think).clamp(min=0).numpy())
 
 
 def assert_rel(actual, expected, rel=1e-5):
@@ -86,24 +89,28 @@ def assert_rel(actual, expected, rel=1e-5):
 
 
 def test_exact_against_naive_reference(family, images):
-    "token_map(k), answer_map ('cot' and 'direct') and think_flow equal the plain reference to 1e-5, left-padded batch, mixed sizes."
+    "token_map(k), every routed map ('chain', 'cot', 'direct') and its think flow equal the plain reference to 1e-5, left-padded batch, mixed sizes."
     model, processor = family
     completions = [format_completion(THINK, "red"), format_completion("It is a square.", "two squares")]
     imgs, qs = images[:2], QUESTIONS[:2]
-    cot = explain(model, processor, imgs, qs, completion=completions)
+    chain = explain(model, processor, imgs, qs, completion=completions)
+    cot = explain(model, processor, imgs, qs, completion=completions, method="cot")
     direct = explain(model, processor, imgs, qs, completion=completions, method="direct")
     prompt, ids, mask, full = forced_inputs(processor, imgs, qs, completions)
     P = prompt["input_ids"].shape[1]
     assert prompt["attention_mask"].min() == 0  # the batch really is padded
-    for b, e in enumerate(cot):
-        assert e.valid
+    for b, e in enumerate(chain):
+        assert e.valid and e.method == "chain" and cot[b].think_span == e.think_span
         think, answer = list(e.think_span), list(e.answer_span)
         ks = sorted({0, think[0], think[-1], *answer, len(e.completion_ids) - 1})
-        D, C, flow = naive_reference(model, full, P, b, think, answer, ks)
-        for i, k in enumerate(ks): assert_rel(e.token_map(k).ravel(), D[i])
-        assert_rel(e.answer_map.ravel(), np.clip(C, 0, None))
-        assert_rel(e.think_flow, flow)
-        assert_rel(direct[b].answer_map.ravel(), np.clip(D[[ks.index(k) for k in answer]].sum(0), 0, None))
+        ref = naive_reference(model, full, P, b, think, answer, ks)
+        for i, k in enumerate(ks): assert_rel(e.token_map(k).ravel(), ref["D"][i])
+        assert_rel(e.think_flow, ref["c"])
+        assert_rel(e.think_maps.reshape(len(think), -1), ref["D_think"])
+        assert_rel(e.answer_map.ravel(), ref["S"])
+        assert_rel(cot[b].answer_map.ravel(), np.clip(ref["C"], 0, None))
+        assert_rel(cot[b].think_flow, ref["flow"])
+        assert_rel(direct[b].answer_map.ravel(), np.clip(ref["D"][[ks.index(k) for k in answer]].sum(0), 0, None))
 
 
 def scripted(processor, completions, P):
@@ -122,15 +129,16 @@ def test_generation_matches_teacher_forcing(family, images):
     with torch.no_grad(), record_saliency(model) as rec:
         out = model.generate(**prompt, max_new_tokens=ids.shape[1] + 2, do_sample=False,
                              prefix_allowed_tokens_fn=scripted(processor, completions, P))
-    gen = explain_batch(rec, out[:, P:], processor)
     with torch.no_grad(), record_saliency(model, prompt_length=P) as rec_tf: model(**full)
-    tf = explain_batch(rec_tf, ids, processor)
-    for g, t in zip(gen, tf):
-        assert g.valid and t.valid and g.think_span == t.think_span and g.answer_span == t.answer_span
-        np.testing.assert_array_equal(g.completion_ids, t.completion_ids)
-        assert_rel(g.answer_map, t.answer_map)
-        assert_rel(g.think_flow, t.think_flow)
-        for k in (0, g.answer_span.start, len(g.completion_ids) - 1): assert_rel(g.token_map(k), t.token_map(k))
+    for method in ("chain", "cot"):
+        gen, tf = explain_batch(rec, out[:, P:], processor, method), explain_batch(rec_tf, ids, processor, method)
+        for g, t in zip(gen, tf):
+            assert g.valid and t.valid and g.think_span == t.think_span and g.answer_span == t.answer_span
+            np.testing.assert_array_equal(g.completion_ids, t.completion_ids)
+            assert_rel(g.answer_map, t.answer_map)
+            assert_rel(g.think_flow, t.think_flow)
+            if method == "chain": assert_rel(g.think_maps, t.think_maps)
+            for k in (0, g.answer_span.start, len(g.completion_ids) - 1): assert_rel(g.token_map(k), t.token_map(k))
 
 
 def test_recorder_changes_no_token_or_logit(family, images):
@@ -157,12 +165,12 @@ def test_batch_equals_examples_one_at_a_time(images):
     "A padded batch with mixed image sizes gives each example the maps it gets alone (padding does not leak)."
     model, processor = tiny_vlm("qwen2_5_vl", seed=2)
     completions = [format_completion(THINK, "red"), format_completion("A square.", "two"), format_completion("Red.", "circle")]
-    for method in ("cot", "rollout"):
+    for method in ("chain", "cot", "rollout"):
         batch = explain(model, processor, images, QUESTIONS, completion=completions, method=method)
         for b in range(3):
             alone = explain(model, processor, images[b], QUESTIONS[b], completion=completions[b], method=method)
             assert_rel(batch[b].answer_map, alone.answer_map, 1e-4)
-            if method == "cot": assert_rel(batch[b].token_map(2), alone.token_map(2), 1e-4)
+            if method == "chain": assert_rel(batch[b].token_map(2), alone.token_map(2), 1e-4)
 
 
 def test_invalid_structure_gives_zero_maps(images):
@@ -209,7 +217,8 @@ def planted_model(region_cells):
 
 
 def test_planted_region_gets_the_map(images):
-    "A model that provably reads one region: 'cot', 'direct' and 'gradient' put all their mass there; D_k is complete."
+    """A model that provably reads one region: 'cot', 'direct' and 'gradient' put all their mass there; D_k is complete.
+    ('chain' has nothing to route here: the planted model's thinking tokens carry no value, so c(t) = 0.)"""
     completion = format_completion(THINK, "red")
     for cells, box in (([0, 1, 4, 5], Box(0, 0, 0.5, 0.5)), ([10, 11, 14, 15], Box(0.5, 0.5, 1, 1))):
         model, processor = planted_model(cells)
