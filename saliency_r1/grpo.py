@@ -35,7 +35,7 @@ CAPTURE_MODES = ("generate", "forward", "off")
 @dataclass
 class SaliencyGRPOConfig(GRPOConfig):
     "`GRPOConfig` with the Saliency-R1 options: saliency method and capture mode, reward weights, image budget."
-    saliency_method: str = field(default="cot", metadata={"help": f"saliency map method: one of {METHODS}"})
+    saliency_method: str = field(default="chain", metadata={"help": f"saliency map method: one of {METHODS} (the paper: cot)"})
     saliency_capture: str = field(default="generate", metadata={"help": "where maps come from: generate, forward or off"})
     format_weight: float = field(default=1.0, metadata={"help": "weight of the format reward"})
     accuracy_weight: float = field(default=1.0, metadata={"help": "weight of the accuracy reward"})
@@ -72,7 +72,7 @@ def grpo_dataset(dataset, system_prompt: str | None = SYSTEM_PROMPT, max_pixels:
     return dataset.map(row, remove_columns=[c for c in dataset.column_names if c not in keep])
 
 # %% ../nbs/09_grpo.ipynb #5303d057
-def evaluate_saliency(model, processor, dataset, method: str = "cot", batch_size: int = 32, max_new_tokens: int = 64,
+def evaluate_saliency(model, processor, dataset, method: str = "chain", batch_size: int = 32, max_new_tokens: int = 64,
                       progress: bool = True) -> dict:
     "Energy pointing game, pointing game, valid rate and accuracy of `model`'s answer maps on a grounded dataset (per-example scores, NaN where invalid, in `per_example`)."
     exps = []
@@ -131,7 +131,7 @@ class SaliencyGRPOTrainer(GRPOTrainer):
 
 # %% ../nbs/09_grpo.ipynb #45b4b1df
 @torch.no_grad()
-def forward_explanations(model, processor, prompts: list, images: list, completion_ids: list, method: str = "cot"):
+def forward_explanations(model, processor, prompts: list, images: list, completion_ids: list, method: str = "chain"):
     "Explanations of given completions (lists of ids) from one teacher-forced forward of the batch."
     enc = prepare_conversations(processor, prompts, images, device=model.device)
     pad = processor.tokenizer.pad_token_id
