@@ -247,9 +247,9 @@ class Explanation:
     valid: bool                     # both spans found; False means an all-zero map
     grid: tuple[int, int]           # (gh, gw) of the image tokens
     answer_map: np.ndarray          # float32 (gh, gw), non-negative
-    think_flow: np.ndarray | None   # "chain": c(t) ≥ 0, "cot": signed flow; float32 (len(think_span),); else None
-    method: str                     # one of METHODS: "chain", "cot", "direct", "attention", "rollout", "gradient"
-    think_maps: np.ndarray | None = None # "chain" only: D_t of each thinking token, float32 (len(think_span), gh, gw)
+    think_flow: np.ndarray | None   # "chain"/"top_token": c(t) ≥ 0, "cot": signed flow; float32 (len(think_span),); else None
+    method: str                     # one of METHODS: "chain", "top_token", "cot", "direct", "attention", "rollout", "gradient"
+    think_maps: np.ndarray | None = None # "chain"/"top_token": D_t of each thinking token, float32 (len(think_span), gh, gw)
     _row: object = field(default=None, repr=False, compare=False)
 
     def token_map(self, k: int) -> np.ndarray:
@@ -355,6 +355,10 @@ def _chain(row: _Row, think: range, answer: range) -> _Maps:
     c = chain_weights(G)
     return _Maps(token_chain(c, D), c, D)
 
+def _top_token(row: _Row, think: range, answer: range) -> _Maps:
+    chain = _chain(row, think, answer)
+    return _Maps(chain.think_maps[chain.think_flow.argmax()].clamp(min=0), chain.think_flow, chain.think_maps)
+
 def _direct(row: _Row, think, answer) -> _Maps: return _Maps(saliency_map(row.direct(answer)))
 
 def _attention(row: _Row, think, answer) -> _Maps:
@@ -370,7 +374,8 @@ def _rollout(row: _Row, think, answer) -> _Maps:
     q = row.P + answer.start - 1 - path.start
     return _Maps(flow[q:q + len(answer)].mean(0))
 
-RECORDED_METHODS = {"chain": _chain, "cot": _cot, "direct": _direct, "attention": _attention, "rollout": _rollout}
+RECORDED_METHODS = {"chain": _chain, "top_token": _top_token, "cot": _cot, "direct": _direct, "attention": _attention,
+                    "rollout": _rollout}
 
 # %% ../nbs/05_saliency.ipynb #5f2c6909
 def teacher_forced_inputs(prompt: dict,                # prompt inputs of a batch (left-padded), as for `generate`
@@ -409,7 +414,7 @@ def _gradient_maps(rec: SaliencyRecording, completion_ids: torch.Tensor, mask: t
     return [None if p is None else gradient_x_input(leaf["x"][b, img[b]], grad[b, img[b]]).detach() for b, p in enumerate(pos)]
 
 # %% ../nbs/05_saliency.ipynb #38326ebe
-METHODS = ("chain", "cot", "direct", "attention", "rollout", "gradient")
+METHODS = ("chain", "top_token", "cot", "direct", "attention", "rollout", "gradient")
 
 def _end_ids(tokenizer, model) -> set[int]:
     eos = model.generation_config.eos_token_id
