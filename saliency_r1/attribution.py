@@ -8,7 +8,7 @@ import torch
 
 # %% auto #0
 __all__ = ['head_readout', 'value_logits', 'direct_contribution', 'cot_bottleneck', 'think_flow', 'saliency_map', 'chain_weights',
-           'token_chain', 'attention_rows', 'rollout_step', 'gradient_x_input']
+           'token_chain', 'chain_support', 'attention_rows', 'rollout_step', 'gradient_x_input']
 
 # %% ../nbs/04_attribution.ipynb #921b259e
 def head_readout(o_weight: torch.Tensor, # W_O of one layer as `o_proj` stores it, (d_model, H·d_head)
@@ -69,6 +69,18 @@ def token_chain(c: torch.Tensor, # chain weights c(t), (T,)
                ) -> torch.Tensor: # S, (|I|,), non-negative
     "S(p) = ReLU(Σ_t c(t)·D_t(p)): the answer map routed through the thinking tokens' own direct maps."
     return (c @ D).clamp(min=0)
+
+# %% ../nbs/04_attribution.ipynb #c77aae82
+def chain_support(c: torch.Tensor,  # chain weights c(t) ≥ 0, (T,)
+                  coverage: float,  # share of Σc the kept tokens must reach, in (0, 1]
+                 ) -> torch.Tensor: # indices into c, ascending, (n,)
+    "The fewest thinking tokens whose c(t) add up to at least `coverage`·Σc (all of them for coverage 1)."
+    if not 0 < coverage <= 1: raise ValueError(f"coverage must be in (0, 1], got {coverage!r}")
+    if coverage == 1: return torch.arange(len(c), device=c.device)
+    order = c.argsort(descending=True, stable=True)
+    cum = c[order].cumsum(0)
+    n = int((cum < coverage * cum[-1]).sum()) + 1
+    return order[:n].sort().values
 
 # %% ../nbs/04_attribution.ipynb #bc7c2543
 def attention_rows(q: torch.Tensor,         # query rows of one layer, (H, n, d_head), RoPE applied

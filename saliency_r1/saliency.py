@@ -19,12 +19,14 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from .data import SYSTEM_PROMPT, Box
 from .models import prepare_inputs
 from .attribution import (head_readout, value_logits, direct_contribution, cot_bottleneck, think_flow,
-                                     saliency_map, chain_weights, token_chain, attention_rows, rollout_step, gradient_x_input)
+                                     saliency_map, chain_weights, token_chain, chain_support, attention_rows, rollout_step,
+                                     gradient_x_input)
 
 # %% auto #0
 __all__ = ['ADAPTERS', 'SALIENCY_ATTENTION', 'RECORDED_METHODS', 'METHODS', 'unwrap_model', 'linear_weight', 'QwenVLAdapter',
            'Qwen3VLAdapter', 'adapter_for', 'recording_sdpa', 'SaliencyRecording', 'record_saliency', 'find_spans',
-           'Explanation', 'teacher_forced_inputs', 'token_texts', 'explain_batch', 'tokenize_completions', 'explain']
+           'Explanation', 'teacher_forced_inputs', 'token_texts', 'explain_batch', 'tokenize_completions',
+           'check_generation_options', 'explain']
 
 # %% ../nbs/05_saliency.ipynb #8ccc7356
 def unwrap_model(model):
@@ -295,25 +297,30 @@ class _Row:
         self.key_ok = torch.cat([prompt_ok, prompt_ok.new_ones(k0.shape[2] - self.P)])
         self._u = {}  # unembedding rows of explained token ranges: the same for every layer
 
-    def rows(self, layer: int, pos: range) -> torch.Tensor:
-        "α of the query rows at the absolute positions `pos` over all keys, (H, len(pos), S)."
-        first, queries = pos.start - self.rec.keep_from, self.rec.queries(layer)
-        if len(pos) and (first < 0 or first + len(pos) > queries.shape[2]):
-            raise ValueError(f"positions {pos.start}..{pos.stop - 1} were not recorded (kept from {self.rec.keep_from}); "
+    def rows(self, layer: int, pos: range | torch.Tensor) -> torch.Tensor:
+        "α of the query rows at the absolute positions `pos` (a range, or a tensor of positions) over all keys, (H, len(pos), S)."
+        queries, kept = self.rec.queries(layer), _shift(range(self.rec.queries(layer).shape[2]), self.rec.keep_from)
+        lo, hi = (pos.start, pos.stop - 1) if isinstance(pos, range) else (int(pos.min()), int(pos.max())) if len(pos) else (0, 0)
+        if len(pos) and (lo < kept.start or hi >= kept.stop):
+            raise ValueError(f"positions {lo}..{hi} were not recorded (kept from {self.rec.keep_from}); "
                              f"the completion ids must be the ones generated or forced, and 'rollout' needs record_saliency(rollout=True)")
-        return attention_rows(queries[self.b][:, first:first + len(pos)], self.rec.layer_kv(layer)[0][self.b], self.key_ok,
-                              torch.arange(pos.start, pos.stop, device=self.y.device), self.ad.scaling(layer))
+        if isinstance(pos, range): q, pos_t = queries[self.b][:, pos.start - kept.start:pos.stop - kept.start], torch.arange(pos.start, pos.stop)
+        else: q, pos_t = queries[self.b][:, pos - kept.start], pos
+        return attention_rows(q, self.rec.layer_kv(layer)[0][self.b], self.key_ok, pos_t.to(self.y.device), self.ad.scaling(layer))
 
     def values(self, layer: int, keys: slice | torch.Tensor | None = None) -> torch.Tensor:
         "Values of the key positions `keys` (default: the image tokens), one per KV head, (H_kv, n, d_head), float32."
         return self.rec.layer_kv(layer)[1][self.b][:, self.image if keys is None else keys].float()
 
-    def value_logits(self, layer: int, ks: range, keys: slice | torch.Tensor | None = None) -> torch.Tensor:
-        "m of completion tokens `ks` on the key positions `keys` (default: the image tokens), (H, K, n)."
-        if ks not in self._u: self._u[ks] = self.ad.unembedding(self.y[ks.start:ks.stop]).float()
-        w = head_readout(self.ad.o_weight(layer).float(), self.ad.gamma.float(), self._u[ks], self.ad.n_heads)
-        q = self.P + ks.start - 1 - self.rec.keep_from  # kept row of the first token's query
-        return value_logits(w, self.values(layer, keys), self.rec.inv_rms[self.b, q:q + len(ks)])
+    def value_logits(self, layer: int, ks: range | torch.Tensor, keys: slice | torch.Tensor | None = None) -> torch.Tensor:
+        "m of completion tokens `ks` (a range or a tensor of completion indices) on the key positions `keys` (default: the image tokens), (H, K, n)."
+        contiguous = isinstance(ks, range)
+        name = ks if contiguous else tuple(ks.tolist())
+        if name not in self._u: self._u[name] = self.ad.unembedding(self.y[ks.start:ks.stop] if contiguous else self.y[ks]).float()
+        w = head_readout(self.ad.o_weight(layer).float(), self.ad.gamma.float(), self._u[name], self.ad.n_heads)
+        q = self.P - 1 - self.rec.keep_from  # kept row of token 0's query
+        inv_rms = self.rec.inv_rms[self.b, q + ks.start:q + ks.stop] if contiguous else self.rec.inv_rms[self.b, q + ks]
+        return value_logits(w, self.values(layer, keys), inv_rms)
 
     def direct(self, ks: range) -> torch.Tensor:
         "D_k(p) of completion tokens `ks` on the image tokens, (K, |I|), float32 on the CPU."
@@ -345,7 +352,8 @@ def _cot(row: _Row, think: range, answer: range) -> _Maps:
         flow = flow + think_flow(a_answer_think, a_think_image, m)
     return _Maps(saliency_map(total), flow)
 
-def _chain(row: _Row, think: range, answer: range) -> _Maps:
+def _chain(row: _Row, think: range, answer: range, coverage: float = 1.0) -> _Maps:
+    if coverage < 1: return _chain_truncated(row, think, answer, coverage)
     block, t, q0 = _think_block(row, think, answer)
     D, G = 0, 0  # D_t(p) on the image keys; G_k(P+t) of the answer tokens on the thinking keys
     for l in range(row.ad.n_layers):
@@ -353,6 +361,19 @@ def _chain(row: _Row, think: range, answer: range) -> _Maps:
         D = D + direct_contribution(a[:, :len(think), row.image], row.value_logits(l, think))
         G = G + direct_contribution(a[:, q0:, t], row.value_logits(l, answer, t))
     c = chain_weights(G)
+    return _Maps(token_chain(c, D), c, D)
+
+def _chain_truncated(row: _Row, think: range, answer: range, coverage: float) -> _Maps:
+    "The chain over the fewest thinking tokens carrying `coverage` of Σc: c(t) from the answer rows, then D_t of those tokens only."
+    t = slice(row.P + think.start, row.P + think.stop)
+    G = sum(direct_contribution(row.rows(l, _shift(answer, row.P - 1))[:, :, t], row.value_logits(l, answer, t))
+            for l in range(row.ad.n_layers))
+    c = chain_weights(G)
+    keep = chain_support(c, coverage)
+    ks = think.start + keep.to(row.y.device)  # completion indices of the kept thinking tokens
+    D_keep = sum(direct_contribution(row.rows(l, row.P - 1 + ks)[:, :, row.image], row.value_logits(l, ks))
+                 for l in range(row.ad.n_layers))
+    D = D_keep.new_zeros(len(think), D_keep.shape[1]).index_copy_(0, keep.to(D_keep.device), D_keep)
     return _Maps(token_chain(c, D), c, D)
 
 def _top_token(row: _Row, think: range, answer: range) -> _Maps:
@@ -476,9 +497,10 @@ def _grids(rec: SaliencyRecording) -> list[tuple[int, int]]:
 def _numpy(x: torch.Tensor | None, shape=None) -> np.ndarray | None:
     return None if x is None else x.reshape(shape or x.shape).cpu().numpy().astype(np.float32)
 
-def _recorded_maps(row: _Row, c: _Completion, method: str) -> dict:
+def _recorded_maps(row: _Row, c: _Completion, method: str, chain_coverage: float = 1.0) -> dict:
     "Explanation fields (answer_map, think_flow, think_maps) of one valid completion by a recorded method."
-    with torch.no_grad(): maps = RECORDED_METHODS[method](row, c.think, c.answer)
+    opts = {"coverage": chain_coverage} if method == "chain" else {}
+    with torch.no_grad(): maps = RECORDED_METHODS[method](row, c.think, c.answer, **opts)
     return dict(answer_map=_numpy(maps.answer, row.grid), think_flow=_numpy(maps.think_flow),
                 think_maps=_numpy(maps.think_maps, None if maps.think_maps is None else (-1, *row.grid)))
 
@@ -486,9 +508,11 @@ def explain_batch(rec: SaliencyRecording,  # what `record_saliency` kept of the 
                   completion_ids,          # (B, N) tensor (generated ids after the prompt) or list of id sequences
                   processor,               # the processor (or tokenizer) of the model
                   method: str = "chain",   # one of METHODS; "gradient" needs a backward pass
+                  chain_coverage: float = 1.0, # "chain" only: keep the fewest thinking tokens carrying this share of Σc (1: exact)
                  ) -> list[Explanation]:
     "One `Explanation` per row of a recorded batch (generation or teacher-forced forward)."
     if method not in METHODS: raise ValueError(f"Unknown method {method!r}; choose from {METHODS}")
+    if not 0 < chain_coverage <= 1: raise ValueError(f"chain_coverage must be in (0, 1], got {chain_coverage!r}")
     if rec.prompt is None: raise ValueError("The recording is empty: call model.generate (or the model) inside record_saliency")
     tok = getattr(processor, "tokenizer", processor)
     ids, mask = _as_padded(completion_ids, tok.pad_token_id)
@@ -501,7 +525,7 @@ def explain_batch(rec: SaliencyRecording,  # what `record_saliency` kept of the 
         row = _Row(rec, b, ids[b], grids[b])
         maps = dict(answer_map=np.zeros(grids[b], np.float32), think_flow=None, think_maps=None)
         if ok and method == "gradient": maps["answer_map"] = _numpy(grads[b], grids[b])
-        elif ok: maps = _recorded_maps(row, c, method)
+        elif ok: maps = _recorded_maps(row, c, method, chain_coverage)
         p_ids, p_mask = rec.prompt["input_ids"][b], rec.prompt.get("attention_mask")
         out.append(Explanation(text=c.text, prompt_ids=(p_ids if p_mask is None else p_ids[p_mask[b].bool()]).cpu().numpy(),
                                completion_ids=np.array(c.ids), tokens=c.tokens, think_span=c.think, answer_span=c.answer,
@@ -514,14 +538,32 @@ def tokenize_completions(processor, completions: Sequence[str]) -> list[list[int
     tok = getattr(processor, "tokenizer", processor)
     return [tok(c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in completions]
 
+_ROW_LAYOUT_OPTIONS = {  # generate options that break the one-query-row-per-step, one-row-per-sequence recording
+    "num_beams": lambda v: v not in (None, 1), "num_beam_groups": lambda v: v not in (None, 1),
+    "penalty_alpha": lambda v: v not in (None, 0), "assistant_model": lambda v: v is not None,
+    "prompt_lookup_num_tokens": lambda v: v is not None, "assistant_early_exit": lambda v: v is not None,
+    "cache_implementation": lambda v: v not in (None, "dynamic"), "past_key_values": lambda v: v is not None,
+    "cache": lambda v: v is not None}
+
+def check_generation_options(model, **generate_kwargs):
+    "Raise ValueError if `generate` would run with an option the recording cannot follow (beam search, assisted or contrastive decoding, a static or given cache)."
+    config = generate_kwargs.get("generation_config") or getattr(model, "generation_config", None)
+    for name, breaks in _ROW_LAYOUT_OPTIONS.items():
+        value = generate_kwargs[name] if name in generate_kwargs else getattr(config, name, None)
+        if breaks(value):
+            raise ValueError(f"generate option {name}={value!r} reorders, drafts or pre-fills the rows the saliency recording "
+                             f"follows: explain supports greedy or sampled decoding with a fresh dynamic cache "
+                             f"(num_return_sequences is fine); drop {name}")
+
 def explain(model,                       # a supported VLM
             processor,                   # its processor
             image,                       # a PIL image, or a list of them for a batch
             question,                    # the question (a list for a batch)
             *, completion=None,          # completion text(s) to teacher-force; None: generate
             method: str = "chain",       # one of METHODS; "gradient" needs a backward pass
+            chain_coverage: float = 1.0, # "chain" only: keep the fewest thinking tokens carrying this share of Σc (1: exact)
             system_prompt: str | None = None, # None: the library's SYSTEM_PROMPT; "": no system message
-            **generate_kwargs):          # for `model.generate` (default greedy, max_new_tokens=256)
+            **generate_kwargs):          # for `model.generate` (default greedy, max_new_tokens=256); num_return_sequences=n gives n per example
     "Explain a VLM's answer about `image`: generate (or teacher-force `completion`) and return an `Explanation` (lists for lists)."
     if method not in METHODS: raise ValueError(f"Unknown method {method!r}; choose from {METHODS}")
     batched = not isinstance(image, Image.Image)  # lists, tuples and dataset columns are batches
@@ -529,6 +571,7 @@ def explain(model,                       # a supported VLM
     completions = None if completion is None else (list(completion) if batched else [completion])
     if len(questions) != len(images) or (completions is not None and len(completions) != len(images)):
         raise ValueError(f"Got {len(images)} images, {len(questions)} questions and {len(completions or images)} completions: pass one of each per example")
+    if completions is None: check_generation_options(model, **generate_kwargs)
     inputs = prepare_inputs(processor, images, questions, system_prompt=SYSTEM_PROMPT if system_prompt is None else (system_prompt or None),
                             device=model.device)
     P, rollout = inputs["input_ids"].shape[1], method == "rollout"
@@ -542,5 +585,6 @@ def explain(model,                       # a supported VLM
             padded, mask = _as_padded(ids, getattr(processor, "tokenizer", processor).pad_token_id)
             with record_saliency(model, prompt_length=P, rollout=rollout) as rec:
                 model(**teacher_forced_inputs(inputs, padded, mask), use_cache=False)
-    exps = explain_batch(rec, ids, processor, method)
+    exps = explain_batch(rec, ids, processor, method, chain_coverage)
+    if len(exps) != len(images): return exps  # several sequences per example: all of them, example by example
     return exps if batched else exps[0]
