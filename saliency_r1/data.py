@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #01e63276
 from __future__ import annotations
-import json, math, os, re, ast
+import base64, io, json, math, numbers, os, re, ast, reprlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,13 +13,54 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 # %% auto #0
-__all__ = ['CLIP_TOLERANCE', 'SYSTEM_PROMPT', 'SHAPES', 'COLOURS', 'TEMPLATES', 'RELATIONS', 'COUNT_WORDS', 'ANSWER_OPTIONS',
-           'DEFAULT_MAX_PIXELS', 'Box', 'parse_boxes', 'make_conversation', 'format_completion', 'chance_level',
+__all__ = ['CLIP_TOLERANCE', 'BOX_FIELDS', 'BOX_KEYS', 'SYSTEM_PROMPT', 'SHAPES', 'COLOURS', 'TEMPLATES', 'RELATIONS',
+           'COUNT_WORDS', 'ANSWER_OPTIONS', 'MAX_ASPECT_RATIO', 'DEFAULT_MAX_PIXELS', 'shown', 'check_int',
+           'check_real', 'Box', 'parse_boxes', 'make_conversation', 'format_completion', 'chance_level', 'as_grid',
            'position_name', 'render_scene', 'make_shapes_example', 'make_shapes_dataset', 'evidence_pixels_ok',
-           'to_rgb', 'GroundedDataError', 'validate_row', 'load_grounded_dataset']
+           'load_image', 'to_rgb', 'GroundedDataError', 'validate_row', 'load_grounded_dataset']
 
 # %% ../nbs/00_data.ipynb #79f688a0
+_REPR = reprlib.Repr(); _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 60, 60, 6, 6, 6
+
+def shown(value) -> str:
+    "A short `repr` of `value` for error messages (long strings and lists elided)."
+    return _REPR.repr(value)
+
+def check_int(value, name: str, minimum: int = 1) -> int:
+    "`value` as an `int` >= `minimum`; `TypeError` (not an integer) or `ValueError` (too small) naming `name`."
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {shown(value)}")
+    if value < minimum: raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+# %% ../nbs/00_data.ipynb #37e118bd
+def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
+    if high == math.inf: return "" if low == -math.inf else f"{'>' if low_open else '>='} {low:g}"
+    if low == -math.inf: return f"{'<' if high_open else '<='} {high:g}"
+    return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+def check_real(value, name: str, low: float = -math.inf, high: float = math.inf,
+               low_open: bool = False, high_open: bool = False) -> float:
+    "`value` as a finite `float` between `low` and `high` (open ends excluded); `TypeError`/`ValueError` naming `name`."
+    rule = " ".join(["a finite number", _interval(low, high, low_open, high_open)]).strip()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {rule}, got {shown(value)}")
+    v = float(value)
+    if not (math.isfinite(v) and (low < v if low_open else low <= v) and (v < high if high_open else v <= high)):
+        raise ValueError(f"{name} must be {rule}, got {shown(value)}")
+    return v
+
+# %% ../nbs/00_data.ipynb #06d3e25c
 CLIP_TOLERANCE = 0.02  # coordinates within this distance outside [0, 1] are clipped, not rejected
+BOX_FIELDS = ("x1", "y1", "x2", "y2")
+
+def _coordinate(value, name: str, box) -> float:
+    "One box coordinate as a float; `ValueError` naming it and its box otherwise."
+    if isinstance(value, np.ndarray) and value.ndim == 0: value = value.item()
+    if not isinstance(value, (bool, np.bool_)) and isinstance(value, (numbers.Real, str)):
+        try: return float(value)
+        except ValueError: pass
+    raise ValueError(f"Cannot read a box from {shown(box)}: {name} is {shown(value)}, not a number")
 
 @dataclass(frozen=True)
 class Box:
@@ -27,7 +68,8 @@ class Box:
     x1: float; y1: float; x2: float; y2: float
 
     def __post_init__(self):
-        vals = [float(v) for v in (self.x1, self.y1, self.x2, self.y2)]
+        raw = (self.x1, self.y1, self.x2, self.y2)
+        vals = [_coordinate(v, n, list(raw)) for n, v in zip(BOX_FIELDS, raw)]
         if not all(math.isfinite(v) for v in vals): raise ValueError(f"Box has a non-finite coordinate: {vals}")
         if any(v < -CLIP_TOLERANCE or v > 1 + CLIP_TOLERANCE for v in vals):
             raise ValueError(f"Box {vals} is outside [0, 1]: normalized boxes need coordinates in [0, 1] "
@@ -35,23 +77,24 @@ class Box:
         vals = [min(max(v, 0.0), 1.0) for v in vals]
         if not (vals[2] > vals[0] and vals[3] > vals[1]):
             raise ValueError(f"Box {vals} is degenerate: need x2 > x1 and y2 > y1")
-        for name, v in zip(("x1", "y1", "x2", "y2"), vals): object.__setattr__(self, name, v)
+        for name, v in zip(BOX_FIELDS, vals): object.__setattr__(self, name, v)
 
     @classmethod
-    def from_pixels(cls, x1, y1, x2, y2, width: int, height: int) -> Box:
+    def from_pixels(cls, x1, y1, x2, y2, width: float, height: float) -> Box:
         "A box from pixel coordinates on an image of `width` × `height`."
-        if width <= 0 or height <= 0: raise ValueError(f"Image size must be positive, got {width}x{height}")
-        return cls(x1 / width, y1 / height, x2 / width, y2 / height)
+        width, height = check_real(width, "width", low=0, low_open=True), check_real(height, "height", low=0, low_open=True)
+        return cls(*(_coordinate(v, n, [x1, y1, x2, y2]) / s for n, v, s in zip(BOX_FIELDS, (x1, y1, x2, y2), (width, height) * 2)))
 
     @classmethod
     def parse(cls, value) -> Box:
-        "A box from a `Box`, a 4-sequence, a dict with x1..y2, or a string such as '[0.1, 0.2, 0.5, 0.6]'."
+        "A box from a `Box`, a 4-sequence, a dict (see `BOX_KEYS`), or a string such as '[0.1, 0.2, 0.5, 0.6]'."
         if isinstance(value, Box): return value
-        if isinstance(value, dict): return cls(*(value[k] for k in ("x1", "y1", "x2", "y2")))
         if isinstance(value, str): value = _literal(value)
-        if isinstance(value, (list, tuple, np.ndarray)) and len(value) == 4 and all(np.isscalar(v) for v in value):
-            return cls(*value)
-        raise ValueError(f"Cannot read a box from {value!r}: expected [x1, y1, x2, y2]")
+        if hasattr(value, "tolist") and not isinstance(value, (list, tuple)): value = value.tolist()   # numpy, torch
+        if isinstance(value, dict): return _box_from_dict(value)
+        if isinstance(value, (list, tuple)) and len(value) == 4: return cls(*value)
+        raise ValueError(f"Cannot read a box from {shown(value)}: expected [x1, y1, x2, y2] or a dict with "
+                         f"{' / '.join('{' + ', '.join(k) + '}' for k in BOX_KEYS)}")
 
     def to_list(self) -> list[float]: return [self.x1, self.y1, self.x2, self.y2]
     def to_pixels(self, width: int, height: int) -> list[float]:
@@ -63,26 +106,58 @@ class Box:
         "Whether the normalized point `(x, y)` is inside the box (edges included)."
         return self.x1 <= x <= self.x2 and self.y1 <= y <= self.y2
 
-# %% ../nbs/00_data.ipynb #37e118bd
+# %% ../nbs/00_data.ipynb #2e207657
 def _literal(text: str):
     "A Python/JSON literal from a string, with a clear error."
     try: return ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError) as e: raise ValueError(f"Cannot read a box from {text!r}: {e}") from None
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:
+        raise ValueError(f"Cannot read a box from {shown(text)}: {type(e).__name__}: {e}") from None
 
-# %% ../nbs/00_data.ipynb #06d3e25c
+# %% ../nbs/00_data.ipynb #790e86a6
+BOX_KEYS = {  # key names -> how to turn their four values into (x1, y1, x2, y2)
+    ("x1", "y1", "x2", "y2"): lambda a, b, c, d: (a, b, c, d),
+    ("xmin", "ymin", "xmax", "ymax"): lambda a, b, c, d: (a, b, c, d),
+    ("x_min", "y_min", "x_max", "y_max"): lambda a, b, c, d: (a, b, c, d),
+    ("left", "top", "right", "bottom"): lambda a, b, c, d: (a, b, c, d),
+    ("x", "y", "w", "h"): lambda x, y, w, h: (x, y, x + w, y + h),
+    ("x", "y", "width", "height"): lambda x, y, w, h: (x, y, x + w, y + h),
+    ("cx", "cy", "w", "h"): lambda x, y, w, h: (x - w / 2, y - h / 2, x + w / 2, y + h / 2),
+}
+
+def _box_from_dict(d: dict) -> Box:
+    lower = {str(k).lower(): v for k, v in d.items()}
+    for keys, corners in BOX_KEYS.items():
+        if all(k in lower for k in keys): return Box(*corners(*(_coordinate(lower[k], k, d) for k in keys)))
+    raise ValueError(f"Cannot read a box from {shown(d)}: its keys {sorted(map(str, d))} are none of "
+                     f"{' / '.join('{' + ', '.join(k) + '}' for k in BOX_KEYS)}")
+
+# %% ../nbs/00_data.ipynb #bbfcc54f
+def _box_like(v) -> bool:
+    "Whether `v` is one box rather than one coordinate."
+    if isinstance(v, str): return v.strip().startswith(("[", "(", "{"))
+    return isinstance(v, (Box, dict, list, tuple)) or getattr(v, "ndim", 0) >= 1
+
 def parse_boxes(value) -> list[Box]:
     "A list of `Box`es from one box, several boxes, or their string form; None or empty gives []."
     if value is None: return []
     if isinstance(value, str):
         if not value.strip(): return []
         value = _literal(value)
+    if hasattr(value, "tolist") and not isinstance(value, (list, tuple)): value = value.tolist()   # numpy, torch
     if isinstance(value, (Box, dict)): return [Box.parse(value)]
-    if isinstance(value, (list, tuple, np.ndarray)):
-        if len(value) == 0: return []
-        if len(value) == 4 and all(np.isscalar(v) and not isinstance(v, str) for v in value): return [Box.parse(value)]
-        if all(np.isscalar(v) for v in value): raise ValueError(f"Cannot read boxes from {list(value)!r}: a box has 4 numbers")
-        return [Box.parse(v) for v in value]
-    raise ValueError(f"Cannot read boxes from {value!r}")
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"Cannot read boxes from {shown(value)}: expected a box [x1, y1, x2, y2], a list of boxes, or their string form")
+    if len(value) == 0: return []
+    nested = [_box_like(v) for v in value]
+    if not any(nested): return [Box.parse(value)]
+    if not all(nested):
+        i = nested.index(False)
+        raise ValueError(f"Cannot read boxes from {shown(value)}: element {i} ({shown(value[i])}) is not a box, the others are")
+    out = []
+    for i, v in enumerate(value):
+        try: out.append(Box.parse(v))
+        except ValueError as e: raise ValueError(f"box {i} of {shown(value)}: {e}") from None
+    return out
 
 # %% ../nbs/00_data.ipynb #2cd2d0ac
 SYSTEM_PROMPT = ("You are a careful visual assistant. First think step by step inside <think> </think> "
@@ -112,14 +187,24 @@ ANSWER_OPTIONS = dict(colour=tuple(COLOURS), shape=SHAPES, relation=SHAPES, coun
 
 def chance_level(template: str) -> float:
     "Accuracy of a uniform blind guess on `template` questions."
+    if template not in ANSWER_OPTIONS: raise ValueError(f"Unknown template {shown(template)}; choose from {TEMPLATES}")
     n = len(ANSWER_OPTIONS[template])
     return 1 / (n - 1) if template == "relation" else 1 / n  # the asked-about shape is never the answer
 
 # %% ../nbs/00_data.ipynb #e6af45c4
+def as_grid(grid) -> tuple[int, int]:
+    "The layout `grid` as (rows, cols), each 1 to 3 (position words exist up to 3 × 3)."
+    try: rows, cols = grid
+    except (TypeError, ValueError): raise TypeError(f"grid must be a (rows, cols) pair, got {shown(grid)}") from None
+    rows, cols = check_int(rows, "grid rows"), check_int(cols, "grid cols")
+    if rows > 3 or cols > 3: raise ValueError(f"Position words exist for grids up to 3x3, got {shown(grid)}")
+    return rows, cols
+
 def position_name(row: int, col: int, grid: tuple[int, int]) -> str:
     "Name of cell (row, col) on a `grid` of (rows, cols), e.g. 'top left'."
-    rows, cols = grid
-    if rows > 3 or cols > 3: raise ValueError(f"Position words exist for grids up to 3x3, got {grid}")
+    rows, cols = as_grid(grid)
+    if not (0 <= check_int(row, "row", 0) < rows and 0 <= check_int(col, "col", 0) < cols):
+        raise ValueError(f"Cell ({row}, {col}) is not on a {rows}x{cols} grid")
     rname = {1: ["middle"], 2: ["top", "bottom"], 3: ["top", "middle", "bottom"]}[rows][row]
     cname = {1: ["middle"], 2: ["left", "right"], 3: ["left", "middle", "right"]}[cols][col]
     return "centre" if rname == cname == "middle" else f"{rname} {cname}"
@@ -220,22 +305,37 @@ def _t_count(rng, cells, grid, n_distractors):
 _TEMPLATE_FNS = dict(colour=_t_colour, shape=_t_shape, relation=_t_relation, count=_t_count, exists=_t_exists)
 
 # %% ../nbs/00_data.ipynb #3a08aa13
+MAX_ASPECT_RATIO = 200  # the longest over the shortest side that Qwen-VL's processor (`smart_resize`) accepts
+
+def _pair(value, name: str, what: str) -> tuple:
+    "`value` as a pair: an int repeated, or a 2-sequence."
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)): return value, value
+    try: a, b = value
+    except (TypeError, ValueError): raise TypeError(f"{name} must be {what}, got {shown(value)}") from None
+    return a, b
+
 def _as_size(image_size) -> tuple[int, int]:
-    w, h = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    if w < 28 or h < 28: raise ValueError(f"image_size must be at least 28 px per side, got {image_size}")
-    return int(w), int(h)
+    w, h = _pair(image_size, "image_size", "an int or a (width, height) pair")
+    w, h = check_int(w, "image_size width", 28), check_int(h, "image_size height", 28)
+    if max(w, h) / min(w, h) > MAX_ASPECT_RATIO:
+        raise ValueError(f"image_size {w}x{h} has an aspect ratio above {MAX_ASPECT_RATIO}, more than Qwen's processor accepts")
+    return w, h
 
 def _as_range(value, name) -> tuple[int, int]:
-    lo, hi = (value, value) if isinstance(value, int) else tuple(value)
-    if lo < 0 or hi < lo: raise ValueError(f"{name} must be an int or a (min, max) pair with 0 <= min <= max, got {value}")
-    return int(lo), int(hi)
+    lo, hi = _pair(value, name, "an int or a (min, max) pair")
+    lo, hi = check_int(lo, f"{name} min", 0), check_int(hi, f"{name} max", 0)
+    if hi < lo: raise ValueError(f"{name} must be an int or a (min, max) pair with 0 <= min <= max, got {shown(value)}")
+    return lo, hi
 
 # %% ../nbs/00_data.ipynb #81ca1494
 def make_shapes_example(rng: np.random.Generator, template: str, image_size=112, grid=(2, 2),
                         n_distractors=(1, 2), shortcut: bool = False, wander: bool = False) -> dict:
     "One grounded VQA row of the synthetic world, drawn with `rng`; `wander` prefixes the thinking with the distractors."
-    if template not in _TEMPLATE_FNS: raise ValueError(f"Unknown template {template!r}; choose from {TEMPLATES}")
+    if not isinstance(rng, np.random.Generator): raise TypeError(f"rng must be a numpy Generator (np.random.default_rng(seed)), got {shown(rng)}")
+    if template not in _TEMPLATE_FNS: raise ValueError(f"Unknown template {shown(template)}; choose from {TEMPLATES}")
     width, height = _as_size(image_size)
+    grid = as_grid(grid)
+    if template == "relation" and grid == (1, 1): raise ValueError("relation questions need two cells: use a grid larger than (1, 1)")
     cells = [(r, c) for r in range(grid[0]) for c in range(grid[1])]
     cells = [tuple(int(v) for v in cells[i]) for i in rng.permutation(len(cells))]
     lo, hi = _as_range(n_distractors, "n_distractors")
@@ -249,15 +349,25 @@ def make_shapes_example(rng: np.random.Generator, template: str, image_size=112,
                 thinking=thinking, template=template, shortcut=shortcut, wander=wander, scene=json.dumps(scene))
 
 # %% ../nbs/00_data.ipynb #339dd167
+def _template_p(weights, n: int) -> np.ndarray:
+    "Template weights as probabilities: one finite weight >= 0 per template, not all 0."
+    w = [check_real(v, f"template_weights[{i}]", low=0) for i, v in enumerate(weights)]
+    if len(w) != n: raise ValueError(f"Got {len(w)} template_weights for {n} templates: pass one per template")
+    if sum(w) <= 0: raise ValueError("template_weights are all 0: give some template a positive weight")
+    return np.asarray(w) / sum(w)
+
 def make_shapes_dataset(n: int, seed: int = 0, image_size=112, grid=(2, 2), n_distractors=(1, 2),
                         templates=TEMPLATES, template_weights=None, shortcut_rate: float = 0.0, wander_rate: float = 0.0):
     "A `datasets.Dataset` of `n` synthetic grounded VQA rows in the Saliency-R1-8k schema, deterministic by `seed`."
     from datasets import Dataset, Features, Image as HFImage, Sequence, Value
-    for name, rate in (("shortcut_rate", shortcut_rate), ("wander_rate", wander_rate)):
-        if not 0 <= rate <= 1: raise ValueError(f"{name} must be in [0, 1], got {rate}")
+    n, seed = check_int(n, "n"), check_int(seed, "seed", 0)
+    shortcut_rate, wander_rate = check_real(shortcut_rate, "shortcut_rate", 0, 1), check_real(wander_rate, "wander_rate", 0, 1)
+    _as_size(image_size); as_grid(grid); _as_range(n_distractors, "n_distractors")
     templates = [templates] if isinstance(templates, str) else list(templates)
+    unknown = [t for t in templates if t not in _TEMPLATE_FNS]
+    if not templates or unknown: raise ValueError(f"Unknown template(s) {unknown or 'none given'}; choose from {TEMPLATES}")
     rng, wander_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])  # wandering has its own draws: scenes stay the same
-    p = None if template_weights is None else np.asarray(template_weights, float) / np.sum(template_weights)
+    p = None if template_weights is None else _template_p(template_weights, len(templates))
     rows = [make_shapes_example(rng, str(rng.choice(templates, p=p)), image_size, grid, n_distractors,
                                 shortcut=bool(rng.random() < shortcut_rate), wander=bool(wander_rng.random() < wander_rate))
             for _ in range(n)]
@@ -269,6 +379,7 @@ def make_shapes_dataset(n: int, seed: int = 0, image_size=112, grid=(2, 2), n_di
 # %% ../nbs/00_data.ipynb #2ed81d8c
 def evidence_pixels_ok(row: dict, min_share: float = 0.4) -> bool:
     "Whether each evidence box of a synthetic `row` is mostly covered by its object's colour."
+    min_share = check_real(min_share, "min_share", 0, 1)
     img = np.asarray(row["image"].convert("RGB")).astype(int)
     h, w = img.shape[:2]
     for o in json.loads(row["scene"]):
@@ -282,49 +393,148 @@ def evidence_pixels_ok(row: dict, min_share: float = 0.4) -> bool:
 # %% ../nbs/00_data.ipynb #61bada09
 DEFAULT_MAX_PIXELS = 1280 * 28 * 28  # Qwen2.5-VL's default image budget
 
-def to_rgb(image: Image.Image, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
-    "`image` as RGB (alpha composited on white), downscaled to at most `max_pixels` keeping its aspect ratio."
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA"); bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(bg, rgba)
+def _to_uint8(a: np.ndarray, what: str = "image") -> np.ndarray:
+    "Pixel values as uint8, scaled by their declared range, else the smallest standard range holding them, else their own."
+    if a.dtype == np.uint8: return a
+    if a.dtype.kind == "b": return a.astype(np.uint8) * 255
+    if a.dtype.kind not in "uif": raise TypeError(f"{what} has dtype {a.dtype}: pixels must be bool, integer or float")
+    x = a.astype(np.float64)
+    if not np.isfinite(x).all(): raise ValueError(f"{what} has {int((~np.isfinite(x)).sum())} non-finite pixel values (NaN or inf)")
+    lo, hi = float(x.min()), float(x.max())
+    ranges = [(0, 65535)] if a.dtype.kind == "u" and a.dtype.itemsize == 2 else ([(0, 1)] if a.dtype.kind == "f" else []) + [(0, 255), (0, 65535)]
+    lo, hi = next(((l, h) for l, h in ranges if l <= lo and hi <= h), (lo, hi))
+    if hi <= lo: return np.zeros(a.shape, np.uint8)
+    s = max(abs(lo), abs(hi))   # divide first: the range of values near 1e308 would overflow
+    return np.round((x / s - lo / s) / (hi / s - lo / s) * 255).astype(np.uint8)
+
+# %% ../nbs/00_data.ipynb #470d4780
+def _open(source, where: str) -> Image.Image:
+    "An image opened and loaded from a path or file object; `ValueError` naming `where` if PIL cannot read it."
+    try:
+        img = Image.open(source); img.load()
+        return img
+    except Exception as e: raise ValueError(f"unreadable image {where}: {type(e).__name__}: {e}") from None
+
+def _array_image(a: np.ndarray) -> Image.Image:
+    "An 8-bit L, RGB or RGBA image from an (H, W) or (H, W, 1 | 3 | 4) array."
+    if a.ndim == 3 and a.shape[-1] == 1: a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
+        raise ValueError(f"image array has shape {a.shape}: need (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), channels last "
+                         "(transpose a channels-first array with a.transpose(1, 2, 0))")
+    if a.size == 0: raise ValueError(f"image array has shape {a.shape}: no pixels")
+    return Image.fromarray(np.ascontiguousarray(_to_uint8(a, f"image array of dtype {a.dtype}")))
+
+# %% ../nbs/00_data.ipynb #462941d9
+def load_image(value, # a PIL image, a path (str or Path), bytes, a {'bytes', 'path'} dict, a data: URI or an array
+               root: str | Path | None = None, # the folder that relative paths are relative to
+              ) -> Image.Image:
+    "One image, loaded, in its own mode (arrays become 8-bit); `TypeError`/`ValueError` naming what could not be read."
+    if isinstance(value, Image.Image): img, where = value, f"({value.mode} {value.width}x{value.height})"
+    elif isinstance(value, np.ndarray) or hasattr(value, "detach"):
+        return _array_image(np.asarray(value.detach().cpu() if hasattr(value, "detach") else value))
+    elif isinstance(value, (bytes, bytearray, memoryview)): return _open(io.BytesIO(bytes(value)), f"from {len(value)} bytes")
+    elif isinstance(value, dict):
+        if value.get("bytes") is not None: return load_image(value["bytes"])
+        if value.get("path"): return load_image(value["path"], root)
+        raise ValueError(f"no image: the dict {shown(value)} has neither 'bytes' nor 'path'")
+    elif isinstance(value, (str, os.PathLike)):
+        text = os.fspath(value)
+        if not str(text).strip(): raise ValueError("no image: the path is empty")
+        if isinstance(text, str) and text.startswith("data:image"):
+            try: data = base64.b64decode(text.split(",", 1)[-1], validate=True)
+            except ValueError as e: raise ValueError(f"unreadable image {shown(text)}: bad base64 ({e})") from None
+            return _open(io.BytesIO(data), f"from the data URI {shown(text)}")
+        if isinstance(text, str) and text.startswith(("http://", "https://")):
+            raise ValueError(f"load_image reads local files only: download {shown(text)} first")
+        path = Path(os.fsdecode(text)).expanduser()
+        path = path if root is None or path.is_absolute() else Path(root) / path
+        if not path.is_file(): raise ValueError(f"image file not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+        return _open(path, str(path))
+    elif value is None: raise TypeError("no image: got None")
+    else: raise TypeError(f"Cannot read an image from a {type(value).__name__} ({shown(value)}): pass a PIL image, a file path, "
+                          "bytes, a {'bytes', 'path'} dict or a numpy array")
+    try: img.load()
+    except Exception as e: raise ValueError(f"unreadable image {where}: {type(e).__name__}: {e}") from None
+    return img
+
+# %% ../nbs/00_data.ipynb #68edebe2
+def to_rgb(image, # anything `load_image` reads
+           max_pixels: int | None = DEFAULT_MAX_PIXELS, # downscale (keeping the aspect ratio) to at most this many pixels
+           max_aspect_ratio: float | None = MAX_ASPECT_RATIO, # refuse longer images; None: no limit
+          ) -> Image.Image:
+    "`image` as 8-bit RGB (bit depth scaled, transparency on white), at most `max_pixels`; `ValueError` if unprocessable."
+    if max_pixels is not None: max_pixels = check_int(max_pixels, "max_pixels")
+    if max_aspect_ratio is not None: max_aspect_ratio = check_real(max_aspect_ratio, "max_aspect_ratio", low=1)
+    image = load_image(image)
+    if image.width < 1 or image.height < 1: raise ValueError(f"image is {image.width}x{image.height} px: it has no pixels")
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"): image = Image.fromarray(_to_uint8(np.asarray(image), f"{image.mode} image"))
+    if image.mode == "La": image = image.convert("LA")
+    if "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
     image = image.convert("RGB")
     if max_pixels and image.width * image.height > max_pixels:
         s = math.sqrt(max_pixels / (image.width * image.height))
         image = image.resize((max(1, int(image.width * s)), max(1, int(image.height * s))), Image.BICUBIC)
+    ratio = max(image.size) / min(image.size)
+    if max_aspect_ratio and ratio > max_aspect_ratio:
+        raise ValueError(f"image is {image.width}x{image.height} px, aspect ratio {ratio:.4g} above {max_aspect_ratio:g} "
+                         "(the most Qwen's processor accepts): crop or pad it")
     return image
 
-# %% ../nbs/00_data.ipynb #470d4780
+# %% ../nbs/00_data.ipynb #82519ef8
 class GroundedDataError(ValueError):
     "A grounded dataset has rows that fail validation."
 
-def _open_image(value, root: Path | None) -> Image.Image:
-    if isinstance(value, Image.Image): return value
-    if isinstance(value, dict) and value.get("bytes"):
-        import io; return Image.open(io.BytesIO(value["bytes"]))
-    if isinstance(value, dict) and value.get("path"): value = value["path"]
-    if isinstance(value, str) and value:
-        path = Path(value) if root is None or Path(value).is_absolute() else root / value
-        if not path.exists(): raise ValueError(f"image file not found: {path}")
-        return Image.open(path)
-    raise ValueError(f"no image (got {type(value).__name__})")
-
 def validate_row(row: dict, root: Path | None = None, max_pixels=DEFAULT_MAX_PIXELS) -> dict:
-    "A cleaned copy of one row (RGB image, list-of-lists bbox); raises ValueError saying what is wrong."
-    if not str(row.get("problem") or "").strip(): raise ValueError("empty question ('problem')")
-    if not str(row.get("solution") or "").strip(): raise ValueError("empty answer ('solution')")
-    try: img = _open_image(row.get("image"), root); img.load()
-    except ValueError: raise
-    except Exception as e: raise ValueError(f"unreadable image: {type(e).__name__}: {e}") from None
+    "A cleaned copy of one row (RGB image, text question and answer, list-of-lists bbox); `ValueError` saying what is wrong."
+    if not isinstance(row, dict): raise ValueError(f"row is a {type(row).__name__}, not an object with image, problem, solution, bbox")
+    question, answer = row.get("problem"), row.get("solution")
+    if isinstance(answer, numbers.Real) and not isinstance(answer, (bool, np.bool_)): answer = str(answer)   # JSON numbers
+    for text, what in ((question, "question ('problem')"), (answer, "answer ('solution')")):
+        if text is not None and not isinstance(text, str): raise ValueError(f"the {what} is {shown(text)}, not text")
+        if not (text or "").strip(): raise ValueError(f"empty {what}")
+    try: image = to_rgb(load_image(row.get("image"), root), max_pixels)
+    except TypeError as e: raise ValueError(str(e)) from None
     boxes = parse_boxes(row.get("bbox"))
-    return dict(row, image=to_rgb(img, max_pixels), bbox=[b.to_list() for b in boxes])
+    return dict(row, image=image, problem=question, solution=answer, bbox=[b.to_list() for b in boxes])
 
-# %% ../nbs/00_data.ipynb #462941d9
+# %% ../nbs/00_data.ipynb #e365a7df
+_REASONS = ("question", "answer", "image file not found", "unreadable image", "no image", "no pixels", "aspect ratio",
+            "non-finite pixel", "image array", "not valid JSON", "not an object", "degenerate", "outside [0, 1]", "non-finite")
+
 def _error_reason(message: str) -> str:
     "A short category for a validation message, for the skip report."
-    for key in ("question", "answer", "image file not found", "unreadable image", "no image", "degenerate",
-                "outside [0, 1]", "non-finite"):
-        if key in message: return key
-    return "malformed bbox" if "box" in message else "other"
+    return next((key for key in _REASONS if key in message), "malformed bbox" if "box" in message else "other")
+
+def _json_table(data, path: Path, split: str | None) -> list:
+    "The rows of a parsed JSON document: an array, rows under a known key, one row, or equal-length columns."
+    if isinstance(data, list): return data
+    if not isinstance(data, dict): raise GroundedDataError(f"{path}: the JSON holds a {type(data).__name__}, not rows")
+    if "problem" in data and not isinstance(data["problem"], list): return [data]
+    for key in ([split] if split else []) + ["data", "rows", "examples"]:
+        if isinstance(data.get(key), list): return data[key]
+    cols = {k: v for k, v in data.items() if isinstance(v, list)}
+    if "problem" in cols and len({len(v) for v in cols.values()}) == 1:
+        return [{k: v[i] for k, v in cols.items()} for i in range(len(cols["problem"]))]
+    raise GroundedDataError(f"{path}: a JSON object with keys {shown(sorted(data))}: expected an array of rows, the rows "
+                            f"under 'data' or 'rows', or columns of equal length")
+
+# %% ../nbs/00_data.ipynb #8c9594cf
+def _json_rows(path: Path, split: str | None) -> list:
+    "Rows of a .json or .jsonl file; a line that is not JSON becomes a `ValueError` in its place, reported as its row."
+    try: text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e: raise GroundedDataError(f"{path}: not UTF-8 text ({e})") from None
+    if path.suffix == ".json":
+        try: return _json_table(json.loads(text), path, split)
+        except json.JSONDecodeError as e:
+            if not e.msg.startswith("Extra data"): raise GroundedDataError(f"{path}: not valid JSON: {e}") from None
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip(): continue
+        try: rows.append(json.loads(line))
+        except json.JSONDecodeError as e: rows.append(ValueError(f"line {n} is not valid JSON: {e}"))
+    return rows
 
 def _read_source(source: str, split: str | None):
     import datasets
@@ -332,38 +542,43 @@ def _read_source(source: str, split: str | None):
     if path.suffix and not path.exists(): raise FileNotFoundError(f"No dataset file at {source}")
     if path.is_dir(): ds, root = datasets.load_from_disk(str(path)), path
     elif path.suffix == ".parquet": ds, root = datasets.Dataset.from_parquet(str(path)), path.parent
-    elif path.suffix in (".jsonl", ".json"):
-        rows = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
-        ds, root = rows, path.parent
-    elif path.exists(): raise ValueError(f"Cannot read {source!r}: use a save_to_disk folder, .parquet or .jsonl")
+    elif path.suffix in (".jsonl", ".json"): ds, root = _json_rows(path, split), path.parent
+    elif path.exists(): raise ValueError(f"Cannot read {source!r}: use a save_to_disk folder, .parquet, .json or .jsonl")
     else: ds, root = datasets.load_dataset(source, split=split or "train"), None
     if isinstance(ds, datasets.DatasetDict):
         if split is None and len(ds) != 1: raise ValueError(f"{source!r} has splits {list(ds)}: pass split=")
         ds = ds[split or next(iter(ds))]
+    if isinstance(ds, datasets.Dataset) and isinstance(ds.features.get("image"), datasets.Image):
+        ds = ds.cast_column("image", datasets.Image(decode=False))   # decoded per row by the gate, so a bad image names its row
     return ds, root
 
-# %% ../nbs/00_data.ipynb #f72cb03d
+# %% ../nbs/00_data.ipynb #b1956693
 def load_grounded_dataset(source: str, split: str | None = None, on_error: str = "raise",
                           max_pixels: int | None = DEFAULT_MAX_PIXELS, verbose: bool = True):
     "Load and validate a Saliency-R1-8k-schema dataset (image, problem, solution, bbox) as a `datasets.Dataset`."
     import datasets
     if on_error not in ("raise", "skip"): raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if max_pixels is not None: max_pixels = check_int(max_pixels, "max_pixels")
     ds, root = _read_source(str(source), split)
     rows = list(ds) if not isinstance(ds, list) else ds
     if not rows: raise GroundedDataError(f"{source}: the dataset is empty")
-    missing = {"image", "problem", "solution"} - set(rows[0])
+    missing = {"image", "problem", "solution"} - set().union(*(r for r in rows if isinstance(r, dict)))
     if missing: raise GroundedDataError(f"{source}: missing column(s) {sorted(missing)}; the schema is image, problem, solution, bbox")
     good, bad = [], []
     for i, row in enumerate(rows):
-        try: good.append(validate_row(row, root, max_pixels))
+        try:
+            if isinstance(row, Exception): raise row
+            good.append(validate_row(row, root, max_pixels))
         except ValueError as e: bad.append((i, str(e)))
     if bad and on_error == "raise":
-        shown = "; ".join(f"row {i}: {m}" for i, m in bad[:10])
-        raise GroundedDataError(f"{source}: {len(bad)} bad row(s): {shown}{' ...' if len(bad) > 10 else ''} "
+        shown_ = "; ".join(f"row {i}: {m}" for i, m in bad[:10])
+        raise GroundedDataError(f"{source}: {len(bad)} bad row(s): {shown_}{' ...' if len(bad) > 10 else ''} "
                                 f"(pass on_error='skip' to drop them)")
     if bad and verbose:
         counts = Counter(_error_reason(m) for _, m in bad)
         print(f"load_grounded_dataset: skipped {len(bad)} of {len(rows)} rows: " + ", ".join(f"{k}: {v}" for k, v in counts.most_common()))
     if not good: raise GroundedDataError(f"{source}: no valid rows left")
-    out = datasets.Dataset.from_list(good)
+    try: out = datasets.Dataset.from_list(good)
+    except (TypeError, ValueError) as e:
+        raise GroundedDataError(f"{source}: the valid rows do not make one table ({type(e).__name__}: {e}); give each column one type") from None
     return out.cast_column("image", datasets.Image())
