@@ -5,26 +5,37 @@
 # %% ../nbs/02_metrics.ipynb #80038d8b
 from __future__ import annotations
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-from .data import SYSTEM_PROMPT, Box, parse_boxes
+from .data import SYSTEM_PROMPT, Box, parse_boxes, check_int, check_real, shown, to_rgb
 from .models import prepare_inputs
 
 # %% auto #0
-__all__ = ['as_map', 'cell_coverage_batch', 'cell_coverage', 'energy_pointing_game_batch', 'energy_pointing_game',
-           'pointing_game_batch', 'pointing_game', 'rank_cells', 'cells_for_fractions', 'pixel_mask', 'baseline_image',
-           'perturb', 'completion_probability', 'PerturbationCurve', 'deletion_insertion', 'deletion_insertion_batch']
+__all__ = ['MAP_FLAGS', 'as_map', 'cell_coverage_batch', 'cell_coverage', 'energy_pointing_game_batch', 'energy_pointing_game',
+           'pointing_game_batch', 'pointing_game', 'check_map', 'MapScores', 'score_maps', 'rank_cells',
+           'cells_for_fractions', 'pixel_mask', 'baseline_image', 'perturb', 'completion_probability',
+           'PerturbationCurve', 'deletion_insertion', 'deletion_insertion_batch']
 
 # %% ../nbs/02_metrics.ipynb #317f905b
+def _map_array(saliency, name: str) -> np.ndarray:
+    "`saliency` as a float64 2-D array with at least one cell; `TypeError`/`ValueError` naming `name` otherwise."
+    if isinstance(saliency, torch.Tensor):
+        if saliency.is_complex(): raise TypeError(f"{name} must hold real numbers, got a {saliency.dtype} tensor")
+        saliency = saliency.detach().to("cpu", torch.float64).numpy()
+    try: s = np.asarray(saliency)
+    except (TypeError, ValueError) as e: raise ValueError(f"{name} is not a (gh, gw) array of numbers: {e}") from None
+    if s.dtype.kind not in "biuf": raise TypeError(f"{name} must hold real numbers, got dtype {s.dtype}: {shown(saliency)}")
+    if s.ndim != 2 or 0 in s.shape: raise ValueError(f"{name} must be a non-empty 2-D (gh, gw) map, got shape {s.shape}")
+    return s.astype(np.float64)
+
 def as_map(saliency, name: str = "saliency", allow_negative: bool = False) -> np.ndarray:
     "`saliency` as a checked float64 `(gh, gw)` array: finite and, unless allowed, non-negative."
-    if isinstance(saliency, torch.Tensor): saliency = saliency.detach().float().cpu().numpy()
-    s = np.asarray(saliency, dtype=np.float64)
-    if s.ndim != 2 or 0 in s.shape: raise ValueError(f"{name} must be a non-empty 2-D (gh, gw) map, got shape {s.shape}")
+    s = _map_array(saliency, name)
     if not np.isfinite(s).all(): raise ValueError(f"{name} has {int((~np.isfinite(s)).sum())} non-finite entries (NaN or inf)")
     if not allow_negative and (s < 0).any():
         raise ValueError(f"{name} has negative entries (min {s.min():.3g}): maps are ReLU'd before scoring, "
@@ -32,9 +43,29 @@ def as_map(saliency, name: str = "saliency", allow_negative: bool = False) -> np
     return s
 
 # %% ../nbs/02_metrics.ipynb #75257f25
+def _rows(values, name: str) -> list:
+    "`values` as a list with one entry per map; `TypeError` naming `name` for a string, dict or scalar."
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be a list, one entry per example, got {shown(values)}")
+    return list(values)
+
+def _parse_rows(boxes) -> list[list[Box]]:
+    "Each row's boxes, parsed; a bad one names its row."
+    out = []
+    for i, b in enumerate(_rows(boxes, "boxes")):
+        try: out.append(parse_boxes(b))
+        except ValueError as e: raise ValueError(f"boxes[{i}]: {e}") from None
+    return out
+
+def _grid(grid) -> tuple[int, int]:
+    "A map's `(gh, gw)`, each an integer >= 1."
+    try: gh, gw = grid
+    except (TypeError, ValueError): raise TypeError(f"grid must be a (gh, gw) pair, got {shown(grid)}") from None
+    return check_int(gh, "grid height"), check_int(gw, "grid width")
+
 def _box_array(boxes_per_map: list) -> tuple[np.ndarray, np.ndarray]:
     "Boxes padded to `(n, max_boxes, 4)` with empty boxes, and a mask of the real ones."
-    rows = [[b.to_list() for b in parse_boxes(bs)] for bs in boxes_per_map]
+    rows = [[b.to_list() for b in bs] for bs in _parse_rows(boxes_per_map)]
     coords = np.zeros((len(rows), max([len(r) for r in rows] + [1]), 4))
     real = np.zeros(coords.shape[:2], bool)
     for i, r in enumerate(rows):
@@ -56,7 +87,7 @@ def cell_coverage_batch(boxes_per_map: list, # one entry per map: its boxes in a
                         grid: tuple[int, int], # (gh, gw) of every map
                        ) -> np.ndarray:
     "Exact fraction of each cell inside the union of each row's boxes, shape `(n, gh, gw)`."
-    gh, gw = grid
+    gh, gw = _grid(grid)
     coords, _ = _box_array(boxes_per_map)
     n = len(coords)
     dx, in_x, cx = _elementary(coords, gw, 0, 2)
@@ -77,14 +108,16 @@ def energy_pointing_game_batch(saliency_maps, # n non-negative maps (an (n, gh, 
                                boxes: list, # n entries, each one row's boxes in any form `parse_boxes` reads
                               ) -> np.ndarray:
     "Energy pointing game of each map against its row's boxes; NaN where a row has no boxes."
-    maps = [as_map(m, f"saliency_maps[{i}]") for i, m in enumerate(saliency_maps)]
+    maps = [as_map(m, f"saliency_maps[{i}]") for i, m in enumerate(_rows(saliency_maps, "saliency_maps"))]
+    boxes = _parse_rows(boxes)
     if len(boxes) != len(maps): raise ValueError(f"Got {len(maps)} maps but {len(boxes)} rows of boxes: pass one row per map")
-    boxes = [parse_boxes(b) for b in boxes]
     out = np.full(len(maps), np.nan)
     for shape in {m.shape for m in maps}:
         idx = [i for i, m in enumerate(maps) if m.shape == shape and boxes[i]]
         if not idx: continue
         s = np.stack([maps[i] for i in idx])
+        peak = s.max((1, 2), keepdims=True)
+        s = s / np.where(peak > 0, peak, 1.0)
         inside = (s * cell_coverage_batch([boxes[i] for i in idx], shape)).sum((1, 2))
         total = s.sum((1, 2))
         out[idx] = np.where(total > 0, np.minimum(inside / np.where(total > 0, total, 1.0), 1.0), 0.0)
@@ -101,10 +134,11 @@ def energy_pointing_game(saliency, # non-negative (gh, gw) map
 def _as_sizes(image_sizes, n: int) -> np.ndarray:
     "Image sizes as an `(n, 2)` array of (width, height); one (width, height) pair applies to all rows."
     if image_sizes is None: return np.ones((n, 2))
-    sizes = np.asarray(image_sizes, dtype=np.float64)
+    try: sizes = np.asarray(image_sizes, dtype=np.float64)
+    except (TypeError, ValueError): sizes = np.zeros(0)
     sizes = np.broadcast_to(sizes, (n, 2)) if sizes.shape == (2,) else sizes
-    if sizes.shape != (n, 2) or (sizes <= 0).any():
-        raise ValueError(f"image_size(s) must be (width, height) > 0, one pair or one per map; got {image_sizes!r}")
+    if sizes.shape != (n, 2) or not np.isfinite(sizes).all() or (sizes <= 0).any():
+        raise ValueError(f"image_size(s) must be finite (width, height) > 0, one pair or one per map; got {shown(image_sizes)}")
     return sizes
 
 # %% ../nbs/02_metrics.ipynb #06937c53
@@ -114,9 +148,9 @@ def pointing_game_batch(saliency_maps, # n maps (signed maps are fine: only the 
                         image_sizes=None, # (width, height), one pair for all rows or one per row
                        ) -> np.ndarray:
     "Pointing game of each map: 1.0 hit, 0.0 miss, NaN where a row has no boxes."
-    maps = [as_map(m, f"saliency_maps[{i}]", allow_negative=True) for i, m in enumerate(saliency_maps)]
-    if len(boxes) != len(maps): raise ValueError(f"Got {len(maps)} maps but {len(boxes)} rows of boxes: pass one row per map")
-    if tolerance < 0: raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance}")
+    maps = [as_map(m, f"saliency_maps[{i}]", allow_negative=True) for i, m in enumerate(_rows(saliency_maps, "saliency_maps"))]
+    if len(_rows(boxes, "boxes")) != len(maps): raise ValueError(f"Got {len(maps)} maps but {len(boxes)} rows of boxes: pass one row per map")
+    tolerance = check_real(tolerance, "tolerance (pixels)", low=0)
     if tolerance > 0 and image_sizes is None: raise ValueError("tolerance is in pixels: pass image_sizes=(width, height)")
     sizes, coords, real = _as_sizes(image_sizes, len(maps)), *_box_array(boxes)
     out = np.full(len(maps), np.nan)
@@ -141,23 +175,77 @@ def pointing_game(saliency, # (gh, gw) map
     if not parse_boxes(boxes): raise ValueError("No evidence boxes: the pointing game needs at least one box")
     return bool(pointing_game_batch([saliency], [boxes], tolerance, image_size)[0])
 
+# %% ../nbs/02_metrics.ipynb #45d14750
+MAP_FLAGS = ("no map", "not a map", "non-finite", "overflow")
+
+def check_map(saliency) -> tuple[np.ndarray | None, str]:
+    "A map ready to score (float64, clipped at 0) and 'ok', or None and the flag (one of `MAP_FLAGS`) saying why not."
+    if saliency is None: return None, "no map"
+    try: s = _map_array(saliency, "map")
+    except (TypeError, ValueError): return None, "not a map"
+    if not np.isfinite(s).all(): return None, "non-finite"
+    s = np.maximum(s, 0.0)
+    with np.errstate(over="ignore"): total = s.sum()
+    return (s, "ok") if np.isfinite(total) else (None, "overflow")
+
+# %% ../nbs/02_metrics.ipynb #21790a89
+@dataclass
+class MapScores:
+    "What `score_maps` measured: per-row scores (NaN where a row was not scored) and why."
+    energy_pg: np.ndarray       # (n,) share of each map's mass inside its row's boxes
+    pointing_game: np.ndarray   # (n,) 1.0 hit, 0.0 miss
+    reasons: list[str]          # per row: "ok", "no boxes", or a flag from MAP_FLAGS
+
+    @property
+    def flagged(self) -> Counter:
+        "How many rows had each flag."
+        return Counter(r for r in self.reasons if r in MAP_FLAGS)
+
+def score_maps(saliency_maps, # n maps, each anything (None, arrays, tensors, junk)
+               boxes: list, # n entries, each one row's boxes in any form `parse_boxes` reads
+              ) -> MapScores:
+    "Energy pointing game and pointing game of each map that can be scored; NaN and a reason for the others. Never raises on a map."
+    maps, boxes = _rows(saliency_maps, "saliency_maps"), _parse_rows(boxes)
+    if len(boxes) != len(maps): raise ValueError(f"Got {len(maps)} maps but {len(boxes)} rows of boxes: pass one row per map")
+    checked = [check_map(m) for m in maps]
+    reasons = [reason if b else "no boxes" for (_, reason), b in zip(checked, boxes)]
+    energy, pointing = np.full(len(maps), np.nan), np.full(len(maps), np.nan)
+    ok = [i for i, r in enumerate(reasons) if r == "ok"]
+    if ok:
+        energy[ok] = energy_pointing_game_batch([checked[i][0] for i in ok], [boxes[i] for i in ok])
+        pointing[ok] = pointing_game_batch([checked[i][0] for i in ok], [boxes[i] for i in ok])
+    return MapScores(energy, pointing, reasons)
+
 # %% ../nbs/02_metrics.ipynb #4303f056
 def rank_cells(saliency, rng: np.random.Generator) -> np.ndarray:
     "Flat (row-major) cell indices from most to least salient; ties broken at random by `rng`."
+    if not isinstance(rng, np.random.Generator): raise TypeError(f"rng must be a numpy Generator (np.random.default_rng(seed)), got {shown(rng)}")
     s = as_map(saliency, allow_negative=True).ravel()
     return np.lexsort((rng.permutation(s.size), -s))
 
+def _check_fractions(fractions) -> np.ndarray:
+    try: fr = np.asarray(fractions, dtype=np.float64)
+    except (TypeError, ValueError): fr = np.zeros(0)
+    if fr.ndim != 1 or not len(fr) or not (np.isfinite(fr) & (fr > 0) & (fr <= 1)).all() or (np.diff(fr) <= 0).any():
+        raise ValueError(f"fractions must increase strictly within (0, 1], got {shown(fractions)}")
+    return fr
+
 def cells_for_fractions(fractions, n_cells: int) -> list[int]:
     "How many cells each fraction perturbs: `ceil(fraction · n_cells)`, so any positive fraction moves a cell."
-    return [min(n_cells, math.ceil(f * n_cells - 1e-9)) for f in fractions]
+    n_cells = check_int(n_cells, "n_cells")
+    return [min(n_cells, math.ceil(f * n_cells - 1e-9)) for f in _check_fractions(fractions)]
 
 # %% ../nbs/02_metrics.ipynb #d1c66b59
 def pixel_mask(cells: np.ndarray, # boolean (gh, gw) cell mask
                size: tuple[int, int], # (width, height) of the image
               ) -> np.ndarray:
     "The boolean `(height, width)` pixel mask of the chosen cells."
+    cells = np.asarray(cells, dtype=bool)
+    if cells.ndim != 2 or 0 in cells.shape: raise ValueError(f"cells must be a non-empty 2-D (gh, gw) mask, got shape {cells.shape}")
     gh, gw = cells.shape
-    w, h = size
+    try: w, h = size
+    except (TypeError, ValueError): raise TypeError(f"size must be a (width, height) pair, got {shown(size)}") from None
+    w, h = check_int(w, "width"), check_int(h, "height")
     rows = ((np.arange(h) + 0.5) * gh / h).astype(int)
     cols = ((np.arange(w) + 0.5) * gw / w).astype(int)
     return cells[rows][:, cols]
@@ -168,16 +256,24 @@ def baseline_image(image: Image.Image, # the RGB input
                    blur: float = 0.05, # Gaussian blur radius for "blur", as a fraction of the longer side
                   ) -> Image.Image:
     "The image that hidden cells show: a flat colour or a blurred copy."
+    image, blur = to_rgb(image, max_pixels=None, max_aspect_ratio=None), check_real(blur, "blur", 0, 1)
     if isinstance(fill, str):
         if fill == "blur": return image.filter(ImageFilter.GaussianBlur(blur * max(image.size)))
-        if fill == "mean": colour = np.asarray(image.convert("RGB"), dtype=np.float64).reshape(-1, 3).mean(0)
+        if fill == "mean": colour = np.asarray(image, dtype=np.float64).reshape(-1, 3).mean(0)
         elif fill in ("grey", "gray"): colour = (128, 128, 128)
         else: raise ValueError(f"Unknown fill {fill!r}: use 'mean', 'grey', 'blur', a number or an (r, g, b) triple")
-    else: colour = np.broadcast_to(np.asarray(fill, dtype=np.float64), (3,))
+    else:
+        try: colour = np.broadcast_to(np.asarray(fill, dtype=np.float64), (3,))
+        except (TypeError, ValueError): colour = np.full(3, np.nan)
+        if not ((colour >= 0) & (colour <= 255)).all():
+            raise ValueError(f"fill must be 'mean', 'grey', 'blur', a number or an (r, g, b) triple in [0, 255], got {shown(fill)}")
     return Image.new("RGB", image.size, tuple(int(round(float(v))) for v in colour))
 
 def perturb(image: Image.Image, baseline: Image.Image, mask: np.ndarray) -> Image.Image:
     "`image` with the `baseline`'s pixels wherever `mask` (height, width) is set."
+    if baseline.size != image.size or np.shape(mask) != (image.height, image.width):
+        raise ValueError(f"perturb needs a baseline and a (height, width) mask of the image's size {image.size}: got "
+                         f"baseline {baseline.size}, mask {np.shape(mask)}")
     return Image.fromarray(np.where(mask[..., None], np.asarray(baseline.convert("RGB")), np.asarray(image.convert("RGB"))))
 
 # %% ../nbs/02_metrics.ipynb #8700544d
@@ -198,6 +294,11 @@ def completion_probability(model, processor, images: list, # PIL images, all ask
                            score: str = "completion", # "completion": all its tokens; "answer": only those after </think>
                            system_prompt: str | None = SYSTEM_PROMPT, batch_size: int = 8) -> np.ndarray:
     "For each image, `exp(mean log p)` of the scored tokens of `completion` after the prompt."
+    batch_size = check_int(batch_size, "batch_size")
+    if not isinstance(completion, str) or not isinstance(question, str):
+        raise TypeError(f"question and completion must be text, got {shown(question)} and {shown(completion)}")
+    if isinstance(images, (str, Image.Image)) or not len(images):
+        raise TypeError(f"images must be a non-empty list of images, got {shown(images)}")
     ids = processor.tokenizer(completion, add_special_tokens=False)["input_ids"]
     if not ids: raise ValueError("completion is empty: nothing to score")
     keep, m, out = torch.as_tensor(_scored_tokens(ids, processor.tokenizer, score)), len(ids), []
@@ -244,13 +345,6 @@ class PerturbationCurve:
         ax.set_ylabel(f"p({self.score})"); ax.set_title(self.mode); ax.legend()
         return ax
 
-# %% ../nbs/02_metrics.ipynb #b5755773
-def _check_fractions(fractions) -> np.ndarray:
-    fr = np.asarray(fractions, dtype=np.float64)
-    if fr.ndim != 1 or not len(fr) or (fr <= 0).any() or (fr > 1).any() or (np.diff(fr) <= 0).any():
-        raise ValueError(f"fractions must increase strictly within (0, 1], got {fractions!r}")
-    return fr
-
 # %% ../nbs/02_metrics.ipynb #68dd18ff
 def deletion_insertion(model, processor, image: Image.Image, question: str,
                        answer: str, # the completion whose probability is tracked (usually the model's own)
@@ -265,8 +359,9 @@ def deletion_insertion(model, processor, image: Image.Image, question: str,
                       ) -> PerturbationCurve:
     "Deletion or insertion curve of `saliency` for `answer`, and a random-ranking control, in one call."
     if mode not in ("deletion", "insertion"): raise ValueError(f"Unknown mode {mode!r}: use 'deletion' or 'insertion'")
-    if n_random < 1: raise ValueError("n_random must be at least 1: the random control is what the curve is judged against")
-    fr, s, image = _check_fractions(fractions), as_map(saliency, allow_negative=True), image.convert("RGB")
+    n_random = check_int(n_random, "n_random (random rankings, the control the curve is judged against)")
+    batch_size, seed = check_int(batch_size, "batch_size"), check_int(seed, "seed", 0)
+    fr, s, image = _check_fractions(fractions), as_map(saliency, allow_negative=True), to_rgb(image, max_pixels=None)
     base = baseline_image(image, fill or ("mean" if mode == "deletion" else "blur"), blur)
     rng = np.random.default_rng(seed)
     orders = [rank_cells(s, rng)] + [rng.permutation(s.size) for _ in range(n_random)]
@@ -289,6 +384,8 @@ def deletion_insertion_batch(model, processor, images: list, questions: list, an
                              progress: bool = True, **kwargs) -> list[PerturbationCurve]:
     "`deletion_insertion` for each example (same keyword arguments for all), with a progress bar."
     from tqdm.auto import tqdm
+    images, questions, answers, saliency_maps = (_rows(v, k) for k, v in dict(images=images, questions=questions, answers=answers,
+                                                                                  saliency_maps=saliency_maps).items())
     n = len(images)
     if not (len(questions) == len(answers) == len(saliency_maps) == n):
         raise ValueError(f"Need one question, answer and map per image: got {n} images, {len(questions)} questions, "
