@@ -4,11 +4,12 @@
 
 # %% ../nbs/08_sft.ipynb #640ea954
 from __future__ import annotations
-import math, time
+import json, math, time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import safetensors.torch
 import torch
 from transformers import Trainer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
@@ -21,8 +22,9 @@ from .models import prepare_inputs
 from .rewards import accuracy_reward, format_reward
 
 # %% auto #0
-__all__ = ['sft_example', 'shapes_stream', 'lr_groups', 'time_cosine', 'SaliencySFTTrainer', 'TimeBudget', 'make_lora_config',
-           'sft', 'answer_questions', 'blank_image', 'evaluate_vqa']
+__all__ = ['sft_example', 'shapes_stream', 'load_model_checkpoint', 'ResumeFromCheckpoint', 'lr_groups', 'time_cosine',
+           'SaliencySFTTrainer', 'TimeBudget', 'make_lora_config', 'sft', 'answer_questions', 'blank_image',
+           'evaluate_vqa']
 
 # %% ../nbs/08_sft.ipynb #a2c33194
 def sft_example(row: dict, system_prompt: str | None = SYSTEM_PROMPT) -> dict:
@@ -53,6 +55,57 @@ def shapes_stream(seed: int = 0, image_size=112, grid=(2, 2), n_distractors=(1, 
         seed=seed, image_size=image_size, grid=grid, n_distractors=n_distractors, templates=tuple(templates),
         curriculum_examples=curriculum_examples, shortcut_rate=shortcut_rate, system_prompt=system_prompt, wander_rate=wander_rate))
 
+# %% ../nbs/08_sft.ipynb #4b363979
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    "The tensors of one safetensors file, or one ValueError naming the file."
+    try: return safetensors.torch.load_file(str(path), device="cpu")
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({type(e).__name__}: {str(e).splitlines()[0]}): "
+                         f"the checkpoint is truncated or corrupt; resume from an earlier checkpoint") from None
+
+def load_model_checkpoint(model: torch.nn.Module, # the (unwrapped, non-PEFT) model to load into
+                          folder,                  # a folder written by `save_pretrained` / a Trainer checkpoint
+                         ) -> None:
+    "Load a full-model checkpoint into `model` with the key renamings `from_pretrained` applies; ValueError names an unreadable or foreign file."
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightRenaming, apply_renamings
+    files = sorted(Path(folder).glob("model*.safetensors"))
+    if not files: raise ValueError(f"{folder} has no model*.safetensors: not a full-model checkpoint (a LoRA run saves adapter_model.safetensors)")
+    renamings = [t for t in get_model_conversion_mapping(model) if isinstance(t, WeightRenaming)]
+    state = {apply_renamings(k, renamings): v for f in files for k, v in _read_safetensors(f).items()}
+    own = model.state_dict()
+    loaded = {own[k].data_ptr() for k in state if k in own}  # tied weights (e.g. lm_head = embeddings) load through their twin
+    missing = [k for k, v in own.items() if k not in state and v.data_ptr() not in loaded]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise ValueError(f"{files[0]} does not fit {type(model).__name__}: {len(missing)} weights missing (e.g. {missing[:2]}), "
+                         f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}); resume with the model that wrote it")
+    model.load_state_dict(state, strict=False)
+
+class ResumeFromCheckpoint:
+    "Trainer mixin: resuming loads full-model checkpoints with `load_model_checkpoint` and checks adapter files first."
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        model, folder = self.model if model is None else model, Path(resume_from_checkpoint)
+        if not folder.is_dir(): raise ValueError(f"resume_from_checkpoint={str(folder)!r} is not a checkpoint folder")
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled: return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if hasattr(model, "peft_config"):
+            adapter = folder / "adapter_model.safetensors"
+            if not adapter.exists(): raise ValueError(f"{folder} has no adapter_model.safetensors: not a checkpoint of a LoRA run")
+            _read_safetensors(adapter)
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_model_checkpoint(self.accelerator.unwrap_model(model), folder)
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        "Trainer.train, refusing to resume from a checkpoint that already reached max_steps (transformers would train one more step)."
+        from transformers.trainer_utils import get_last_checkpoint
+        folder = get_last_checkpoint(self.args.output_dir) if resume_from_checkpoint is True else resume_from_checkpoint
+        state = Path(folder) / "trainer_state.json" if folder else None
+        done = json.loads(state.read_text()).get("global_step", 0) if state is not None and state.exists() else 0
+        if 0 < self.args.max_steps <= done:
+            raise ValueError(f"{folder} is already at step {done} and max_steps is {self.args.max_steps}: nothing to train; "
+                             f"pass a larger max_steps to continue")
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
 # %% ../nbs/08_sft.ipynb #1eabe8f4
 def lr_groups(model, base_lr: float, weight_decay: float, multipliers: dict[str, float], no_decay: set[str]) -> list[dict]:
     "Optimizer parameter groups with per-module learning rates (`multipliers`: name substring -> factor)."
@@ -69,8 +122,8 @@ def time_cosine(elapsed_fraction: float, step: int, warmup_steps: int) -> float:
     if step < warmup_steps: return (step + 1) / warmup_steps
     return 0.5 * (1 + math.cos(math.pi * min(max(elapsed_fraction, 0.0), 1.0)))
 
-class SaliencySFTTrainer(SFTTrainer):
-    "TRL's SFTTrainer with per-module learning-rate multipliers and an optional cosine schedule over a time budget."
+class SaliencySFTTrainer(ResumeFromCheckpoint, SFTTrainer):
+    "TRL's SFTTrainer with per-module learning-rate multipliers, an optional cosine schedule over a time budget, and exact resume."
     def __init__(self, *args, lr_multipliers: dict[str, float] | None = None, max_minutes: float | None = None, **kwargs):
         self.lr_multipliers, self.max_minutes = dict(lr_multipliers or {}), max_minutes
         super().__init__(*args, **kwargs)
