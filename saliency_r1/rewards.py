@@ -4,7 +4,8 @@
 
 # %% ../nbs/03_rewards.ipynb #2dbeab82
 from __future__ import annotations
-import json, math, os, re, time, unicodedata, urllib.error, urllib.request, warnings
+import http.client, json, math, os, re, socket, string, threading, time, unicodedata, urllib.error, urllib.parse, urllib.request, warnings
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -12,13 +13,13 @@ import numpy as np
 
 from fastcore.basics import patch
 
-from .data import parse_boxes
-from .metrics import energy_pointing_game_batch
+from .data import parse_boxes, check_int, check_real, shown
+from .metrics import MAP_FLAGS, score_maps
 
 # %% auto #0
-__all__ = ['THINK_OPEN', 'THINK_CLOSE', 'NUMBER_WORDS', 'JUDGE_PROMPT', 'completion_text', 'split_completion', 'format_reward',
-           'normalize_answer', 'numbers_in', 'parse_number', 'choice_letter', 'match_answer', 'answer_text',
-           'accuracy_reward', 'JudgeError', 'LLMJudge', 'judge_reward', 'saliency_reward', 'weighted_sum',
+__all__ = ['THINK_OPEN', 'THINK_CLOSE', 'NUMBER_WORDS', 'JUDGE_PROMPT', 'saliency_reward', 'completion_text', 'split_completion',
+           'format_reward', 'normalize_answer', 'numbers_in', 'parse_number', 'choice_letter', 'match_answer',
+           'answer_text', 'accuracy_reward', 'JudgeError', 'LLMJudge', 'judge_reward', 'SaliencyReward', 'weighted_sum',
            'group_advantages']
 
 # %% ../nbs/03_rewards.ipynb #20107be2
@@ -57,10 +58,23 @@ def format_reward(completions: list, **kwargs) -> list[float]:
 _LEAD_INS = re.compile(r"^(?:(?:the )?(?:final )?answer(?: is)?|it is|it s|this is|that is|there is|there are) ")
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 
+_LATIN_LETTERS = str.maketrans({"ø": "o", "æ": "ae", "œ": "oe", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "ı": "i"})
+
+def _fold_latin(text: str) -> str:
+    "Accents dropped from Latin letters only (é → e); on other scripts a mark is part of the letter (й is not и)."
+    out = []
+    for ch in unicodedata.normalize("NFKD", text):
+        if unicodedata.combining(ch) and out and (out[-1].isascii() or "LATIN" in unicodedata.name(out[-1], "")): continue
+        out.append(ch)
+    return unicodedata.normalize("NFC", "".join(out)).casefold().translate(_LATIN_LETTERS)
+
+def _word_char(ch: str) -> bool:
+    "Letters, digits, marks and symbols (emoji included) of any script; not punctuation, spaces, controls or variation selectors."
+    return unicodedata.category(ch)[0] in "LNMS" and not "\ufe00" <= ch <= "\ufe0f"
+
 def normalize_answer(text: str) -> str:
-    "Lower case, ASCII, no punctuation, articles or lead-ins ('the answer is', 'it is'), single spaces."
-    t = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode().lower()
-    t = " ".join(re.sub(r"[^a-z0-9]+", " ", t).split())
+    "Case folded, Latin accents dropped, no punctuation, articles or lead-ins ('the answer is', 'it is'), single spaces."
+    t = " ".join("".join(ch if _word_char(ch) else " " for ch in _fold_latin(str(text))).split())
     while (m := _LEAD_INS.match(t + " ")) and m.end() <= len(t): t = t[m.end():]
     return " ".join(_ARTICLES.sub(" ", t).split())
 
@@ -77,14 +91,16 @@ def numbers_in(text: str) -> list[float]:
     for m in _NUMBER.finditer(str(text)):
         tok = m.group().lower()
         if tok in NUMBER_WORDS: out.append(NUMBER_WORDS[tok])
-        elif any(ch.isdigit() for ch in tok): out.append(float(tok.replace(",", "")))
+        elif any(ch.isdigit() for ch in tok) and math.isfinite(v := float(tok.replace(",", ""))): out.append(v)
     return out
 
 def parse_number(text: str) -> float | None:
     "The value of a text that is exactly one number (optionally with %, a sign or a full stop), else None."
     t = str(text).strip().rstrip(".").removesuffix("%").strip()
     if t.lower() in NUMBER_WORDS: return NUMBER_WORDS[t.lower()]
-    return float(t.replace(",", "")) if re.fullmatch(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?", t) and any(c.isdigit() for c in t) else None
+    if not (re.fullmatch(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?", t) and any(c.isdigit() for c in t)): return None
+    value = float(t.replace(",", ""))
+    return value if math.isfinite(value) else None   # 400 digits are text, not infinity
 
 # %% ../nbs/03_rewards.ipynb #23cd9f9f
 _CHOICE = re.compile(r"^\s*(?:\(([a-z])\)|option\s+([a-z])\b|([a-z])\s*[.):](?!\d)|([a-z])\s*$)", re.I)
@@ -100,6 +116,8 @@ def _yes_no(text: str) -> str | None:
 
 def match_answer(answer: str, solution: str, rel_tol: float = 0.0, abs_tol: float = 1e-6) -> bool:
     "Whether `answer` matches `solution` by the rules above (choice letter, yes/no, number, normalized text)."
+    rel_tol, abs_tol = check_real(rel_tol, "rel_tol", low=0), check_real(abs_tol, "abs_tol", low=0)
+    answer, solution = str(answer), str(solution)
     norm_a, norm_s = normalize_answer(answer), normalize_answer(solution)
     if (sol := choice_letter(solution)) is not None:
         got = choice_letter(answer)
@@ -108,7 +126,8 @@ def match_answer(answer: str, solution: str, rel_tol: float = 0.0, abs_tol: floa
     if (value := parse_number(solution)) is not None:
         found = numbers_in(answer)
         return bool(found) and all(math.isclose(v, value, rel_tol=rel_tol, abs_tol=abs_tol) for v in found)
-    return bool(norm_s) and norm_a == norm_s
+    if not norm_s: return bool(solution.strip()) and answer.strip().casefold() == solution.strip().casefold()
+    return norm_a == norm_s
 
 # %% ../nbs/03_rewards.ipynb #2114ab8b
 def _column(name: str, values, n: int, reward: str, fix: str) -> list:
@@ -145,21 +164,80 @@ JUDGE_PROMPT = ("You grade answers to a question about an image that you cannot 
 class JudgeError(RuntimeError):
     "The LLM judge could not be reached or refused a request."
 
-def _http_error_text(e: Exception) -> str:
-    if isinstance(e, urllib.error.HTTPError):
-        try: body = e.read().decode(errors="replace")[:300]
-        except Exception: body = ""
-        return f"HTTP {e.code} {e.reason} {body}".strip()
+def _http_error_text(e: Exception | None) -> str:
+    if isinstance(e, urllib.error.HTTPError): return f"HTTP {e.code} {e.reason} {getattr(e, 'detail', '')}".strip()
     return f"{type(e).__name__}: {getattr(e, 'reason', e)}"
 
 # %% ../nbs/03_rewards.ipynb #0cbec77f
+class _Recorded:
+    "A urllib handler mixin that keeps the sockets of the HTTP connections it opens in `self.socks`."
+    def do_open(self, http_class, req, **kw):
+        def connection(*args, **kwargs):
+            c = http_class(*args, **kwargs)
+            def connect(connect=c.connect):
+                connect(); self.socks.append(c.sock)
+            c.connect = connect
+            return c
+        return super().do_open(connection, req, **kw)
+
+class _RecordedHTTP(_Recorded, urllib.request.HTTPHandler): pass
+class _RecordedHTTPS(_Recorded, urllib.request.HTTPSHandler): pass
+
+def _watchdog(socks: list, deadline: float, done: threading.Event, fired: threading.Event):
+    "At `deadline`, shut down every socket in `socks`, and any connected later, until `done`."
+    if done.wait(max(0.0, deadline - time.monotonic())): return
+    fired.set()
+    while not done.is_set():
+        for sock in list(socks):
+            try: sock.shutdown(socket.SHUT_RDWR)
+            except OSError: pass
+        done.wait(0.05)
+
+def _post(url: str, body: bytes, headers: dict, deadline: float) -> bytes:
+    "The body of one POST's reply, complete before `deadline` (time.monotonic()); `TimeoutError` otherwise."
+    handlers = [_RecordedHTTP(), _RecordedHTTPS()]
+    socks, done, fired = [], threading.Event(), threading.Event()
+    for h in handlers: h.socks = socks
+    threading.Thread(target=_watchdog, args=(socks, deadline, done, fired), daemon=True).start()
+    try:
+        try:
+            with urllib.request.build_opener(*handlers).open(urllib.request.Request(url, body, headers),
+                                                             timeout=max(deadline - time.monotonic(), 1e-3)) as r: data = r.read()
+        except urllib.error.HTTPError as e:
+            try: e.detail = e.read(300).decode(errors="replace")
+            except Exception: e.detail = ""
+            if not fired.is_set(): raise
+        except (OSError, http.client.HTTPException):
+            if not fired.is_set(): raise
+        if fired.is_set(): raise TimeoutError("no complete reply before the deadline")
+        return data
+    finally: done.set()
+
+# %% ../nbs/03_rewards.ipynb #9f83749a
+def _reply_content(raw: bytes, url: str) -> str | None:
+    "The `content` of an OpenAI chat completion: a string, or None when it is anything else (a list of parts, a number, null)."
+    try: content = json.loads(raw)["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        raise JudgeError(f"Judge at {url} sent a reply that is not an OpenAI chat completion: {type(e).__name__}: {e}") from None
+    return content if isinstance(content, str) else None
+
+def _check_prompt(prompt) -> str:
+    "A judge prompt whose placeholders are exactly {question}, {solution} and {answer}."
+    if not isinstance(prompt, str): raise TypeError(f"prompt must be a string with {{question}}, {{solution}} and {{answer}}, got {shown(prompt)}")
+    try: fields = {f for _, f, _, _ in string.Formatter().parse(prompt) if f is not None}
+    except ValueError as e: raise ValueError(f"prompt is not a format string ({e}); write a literal brace as {{{{ or }}}}") from None
+    if fields != {"question", "solution", "answer"}:
+        raise ValueError(f"prompt must have the placeholders {{question}}, {{solution}} and {{answer}} and no others, got {sorted(fields)}")
+    return prompt
+
+# %% ../nbs/03_rewards.ipynb #a927f1a3
 @dataclass
 class LLMJudge:
     "Accuracy by an LLM judge on an OpenAI-compatible chat endpoint, as a TRL reward function (1-5 mapped to 0-1)."
     base_url: str                      # e.g. http://127.0.0.1:8000/v1 (the path before /chat/completions)
     model: str                         # the judge model's name on that server
     api_key: str | None = field(default=None, repr=False)
-    timeout: float = 30.0              # seconds per request
+    timeout: float = 30.0              # wall-clock seconds per judged answer: connecting, every read and every retry
     max_retries: int = 2               # extra attempts after a connection error, timeout, 429 or 5xx
     backoff: float = 0.5               # seconds before the first retry, doubling after each
     max_workers: int = 8               # parallel requests
@@ -168,36 +246,44 @@ class LLMJudge:
 
     def __post_init__(self):
         if self.on_error not in ("raise", "none"): raise ValueError(f"on_error must be 'raise' or 'none', got {self.on_error!r}")
+        try: url = urllib.parse.urlsplit(self.base_url) if isinstance(self.base_url, str) else None; url and url.port
+        except ValueError: url = None
+        if url is None or url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {shown(self.base_url)}")
+        if not isinstance(self.model, str) or not self.model.strip(): raise ValueError(f"model must be the judge model's name, got {shown(self.model)}")
+        self.timeout = check_real(self.timeout, "timeout (seconds)", low=0, low_open=True)
+        self.max_retries, self.max_workers = check_int(self.max_retries, "max_retries", 0), check_int(self.max_workers, "max_workers")
+        self.backoff, self.prompt = check_real(self.backoff, "backoff (seconds)", low=0), _check_prompt(self.prompt)
         self.__name__, self.unparsed, self.failed = "judge_reward", 0, 0
 
-    def chat(self, content: str, max_tokens: int = 4) -> str:
-        "The judge's reply to one user message, with timeout and retries; raises `JudgeError`."
+    def chat(self, content: str, max_tokens: int = 4) -> str | None:
+        "The judge's reply to one user message (None if its content is not a string), within `timeout`; raises `JudgeError`."
         body = json.dumps(dict(model=self.model, messages=[{"role": "user", "content": content}], temperature=0,
-                               max_tokens=max_tokens)).encode()
+                               max_tokens=check_int(max_tokens, "max_tokens"))).encode()
         headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})}
-        url = self.base_url.rstrip("/") + "/chat/completions"
-        for attempt in range(self.max_retries + 1):
-            try:
-                with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=self.timeout) as r:
-                    return json.loads(r.read())["choices"][0]["message"]["content"] or ""
+        url, deadline, err, attempts = self.base_url.rstrip("/") + "/chat/completions", time.monotonic() + self.timeout, None, 0
+        while attempts <= self.max_retries and time.monotonic() < deadline:
+            attempts += 1
+            try: return _reply_content(_post(url, body, headers, deadline), url)
             except urllib.error.HTTPError as e:
                 if e.code != 429 and e.code < 500: raise JudgeError(f"Judge at {url} refused the request: {_http_error_text(e)}") from None
                 err = e
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e: err = e
-            except (ValueError, KeyError, IndexError, TypeError) as e:
-                raise JudgeError(f"Judge at {url} sent a reply that is not an OpenAI chat completion: {e}") from None
-            if attempt < self.max_retries: time.sleep(self.backoff * 2 ** attempt)
-        raise JudgeError(f"Judge at {url} did not answer after {self.max_retries + 1} attempts: {_http_error_text(err)}")
+            except (OSError, http.client.HTTPException) as e: err = e
+            if attempts <= self.max_retries: time.sleep(max(0.0, min(self.backoff * 2 ** (attempts - 1), deadline - time.monotonic())))
+        if time.monotonic() >= deadline:
+            raise JudgeError(f"Judge at {url} gave no complete reply within timeout={self.timeout:g} s ({attempts} attempt(s); "
+                             f"last: {_http_error_text(err)})")
+        raise JudgeError(f"Judge at {url} did not answer after {attempts} attempts: {_http_error_text(err)}")
 
 # %% ../nbs/03_rewards.ipynb #3b4b0a5b
 @patch
 def grade(self: LLMJudge, question: str, solution: str, answer: str) -> tuple[float | None, str]:
-    "0-1 score of one answer and how it went: 'ok', 'unparsed' (no digit 1-5 in the reply) or 'failed' (on_error='none')."
+    "0-1 score of one answer and how it went: 'ok', 'unparsed' (no digit 1-5 in a text reply) or 'failed' (on_error='none')."
     try: reply = self.chat(self.prompt.format(question=question, solution=solution, answer=answer))
     except JudgeError:
         if self.on_error == "raise": raise
         return None, "failed"
-    m = re.search(r"(?<!\d)[1-5](?!\d)", reply)
+    m = re.search(r"(?<!\d)[1-5](?!\d)", reply) if isinstance(reply, str) else None
     return ((int(m.group()) - 1) / 4, "ok") if m else (None, "unparsed")
 
 def _question(problem, prompt) -> str:
@@ -213,7 +299,9 @@ def __call__(self: LLMJudge, completions: list, solution: list | None = None, pr
     "Judge score of each completion's answer against its `solution`; 0.0 where there is no answer."
     n = len(completions)
     solution = _column("solution", solution, n, "judge_reward", "add the ground-truth answers as `solution`")
-    questions = [_question(q, p) for q, p in zip(problem or [None] * n, prompts or [None] * n)]
+    problem = [None] * n if problem is None else _column("problem", problem, n, "judge_reward", "pass one question per completion")
+    prompts = [None] * n if prompts is None else _column("prompts", prompts, n, "judge_reward", "pass one prompt per completion")
+    questions = [_question(q, p) for q, p in zip(problem, prompts)]
     answers = [answer_text(c) for c in completions]
     todo = [i for i, a in enumerate(answers) if a]
     out = [0.0] * n
@@ -243,14 +331,7 @@ def judge_reward(base_url: str | None = None, # default: $SALIENCY_R1_JUDGE_URL
                                                  f"and ${api_key_env}, or leave the judge off") from None
     return judge
 
-# %% ../nbs/03_rewards.ipynb #eb1ed280
-def _usable_map(m) -> np.ndarray | None:
-    "A completion's map as a non-negative float array, or None if it cannot be scored."
-    if m is None: return None
-    try: s = np.asarray(m.detach().float().cpu().numpy() if hasattr(m, "detach") else m, dtype=np.float64)
-    except (TypeError, ValueError): return None
-    return np.maximum(s, 0.0) if s.ndim == 2 and s.size and np.isfinite(s).all() else None
-
+# %% ../nbs/03_rewards.ipynb #a5121514
 def _row_boxes(values: list) -> list[list]:
     "Each row's boxes, with the offending row named if one cannot be read."
     out = []
@@ -259,34 +340,61 @@ def _row_boxes(values: list) -> list[list]:
         except ValueError as e: raise ValueError(f"saliency_reward: row {i} has an unreadable `bbox`: {e}") from None
     return out
 
-# %% ../nbs/03_rewards.ipynb #8196a687
-def saliency_reward(completions: list, bbox: list | None = None, # each row's evidence boxes (dataset column)
-                    saliency_maps: list | None = None, # one (gh, gw) answer map per completion
-                    valid: list | None = None, # the extractor's flag per completion; None: format only
-                    **kwargs) -> list[float | None]:
-    "Energy pointing game of each answer map against its row's boxes, times format and validity; None without boxes."
-    n = len(completions)
-    bbox = _column("bbox", bbox, n, "saliency_reward", "add the evidence boxes as `bbox` (normalized [x1, y1, x2, y2]), "
-                   "or leave saliency_reward out for a dataset without boxes")
-    maps = _column("saliency_maps", saliency_maps, n, "saliency_reward",
-                   "train with SaliencyGRPOTrainer (it passes the answer maps), or pass `saliency_maps` yourself")
-    valid = [True] * n if valid is None else _column("valid", valid, n, "saliency_reward", "pass one flag per completion")
-    boxes, fmt = _row_boxes(bbox), format_reward(completions)
-    maps = [_usable_map(m) if ok and f and b else None for m, ok, f, b in zip(maps, valid, fmt, boxes)]
-    scored = [i for i, m in enumerate(maps) if m is not None]
-    energy = energy_pointing_game_batch([maps[i] for i in scored], [boxes[i] for i in scored])
-    out = [0.0 if b else None for b in boxes]
-    for i, e in zip(scored, energy): out[i] = float(e)
-    return out
+# %% ../nbs/03_rewards.ipynb #1472faa3
+class SaliencyReward:
+    "The saliency reward as a TRL reward function, counting the completions whose map could not be scored."
+    def __init__(self):
+        self.__name__ = "saliency_reward"
+        self.flagged: Counter = Counter()     # flag (one of MAP_FLAGS) -> completions, over every call
+        self.last_reasons: list[str] = []     # the last call's reason per completion
+
+    def __call__(self, completions: list, bbox: list | None = None, # each row's evidence boxes (dataset column)
+                 saliency_maps: list | None = None, # one (gh, gw) answer map per completion
+                 valid: list | None = None, # the extractor's flag per completion; None: format only
+                 log_metric=None, log_extra=None, # TRL's logging callbacks, when a trainer calls
+                 **kwargs) -> list[float | None]:
+        "Energy pointing game of each answer map against its row's boxes, times format and validity; None without boxes."
+        n = len(completions)
+        bbox = _column("bbox", bbox, n, "saliency_reward", "add the evidence boxes as `bbox` (normalized [x1, y1, x2, y2]), "
+                       "or leave saliency_reward out for a dataset without boxes")
+        maps = _column("saliency_maps", saliency_maps, n, "saliency_reward",
+                       "train with SaliencyGRPOTrainer (it passes the answer maps), or pass `saliency_maps` yourself")
+        valid = [True] * n if valid is None else _column("valid", valid, n, "saliency_reward", "pass one flag per completion")
+        boxes, fmt = _row_boxes(bbox), format_reward(completions)
+        reasons = ["no boxes" if not b else "format" if not f else "invalid" if not ok else "map" for b, f, ok in zip(boxes, fmt, valid)]
+        todo = [i for i, r in enumerate(reasons) if r == "map"]
+        scores = score_maps([maps[i] for i in todo], [boxes[i] for i in todo])
+        out = [None if r == "no boxes" else 0.0 for r in reasons]
+        for i, reason, energy in zip(todo, scores.reasons, scores.energy_pg):
+            reasons[i] = reason
+            if reason == "ok": out[i] = float(energy)
+        self.flagged.update(scores.flagged); self.last_reasons = reasons
+        if log_metric is not None: log_metric("saliency_reward/flagged", sum(scores.flagged.values()) / max(n, 1))
+        if log_extra is not None: log_extra("saliency_reward_status", reasons)
+        return out
+
+saliency_reward = SaliencyReward()
 
 # %% ../nbs/03_rewards.ipynb #8e811a8f
+def _reward_value(v, name: str) -> float:
+    "One reward as a float: None and NaN mean 'not scored'; infinities and non-numbers are errors naming `name`."
+    if v is None: return math.nan
+    if isinstance(v, (str, bytes)) or not isinstance(v, (int, float, np.number)): raise TypeError(f"{name} is {shown(v)}, not a number")
+    if math.isinf(v): raise ValueError(f"{name} is {v}: a reward must be finite (None or NaN for 'not scored')")
+    return float(v)
+
 def weighted_sum(rewards, # one list per reward function, one value (float or None) per completion; or a dict of them
                  weights=None, # one weight per function (default all 1)
                 ) -> np.ndarray:
     "Total reward per completion as TRL sums them: weighted, None skipped, NaN where every reward is None."
-    rows = list(rewards.values()) if isinstance(rewards, dict) else list(rewards)
-    r = np.array([[np.nan if v is None else float(v) for v in row] for row in rows], dtype=np.float64).reshape(len(rows), -1)
-    w = np.ones(len(rows)) if weights is None else np.asarray(weights, dtype=np.float64)
+    names, rows = (list(rewards), list(rewards.values())) if isinstance(rewards, dict) else (None, list(rewards))
+    names = names or list(range(len(rows)))
+    if not rows: raise ValueError("rewards is empty: pass one list of rewards per reward function")
+    if len({len(row) for row in rows}) > 1:
+        raise ValueError(f"The reward functions gave different numbers of rewards: {dict(zip(names, map(len, rows)))}")
+    r = np.array([[_reward_value(v, f"rewards[{name!r}][{j}]") for j, v in enumerate(row)] for name, row in zip(names, rows)],
+                 dtype=np.float64).reshape(len(rows), -1)
+    w = np.ones(len(rows)) if weights is None else np.array([check_real(x, f"weights[{i}]") for i, x in enumerate(weights)])
     if w.shape != (len(rows),): raise ValueError(f"Got {len(w)} weights for {len(rows)} reward functions")
     total = np.nansum(r * w[:, None], axis=0)
     total[np.isnan(r).all(0)] = np.nan
@@ -307,15 +415,16 @@ def group_advantages(rewards, # total reward per completion (None/NaN: unscorabl
                      scale: str = "group", # "group" (TRL default), "batch" or "none"
                     ) -> np.ndarray:
     "GRPO advantages `(R - group mean) / (group std + eps)`, matching TRL's default computation."
-    r = np.array([np.nan if v is None else float(v) for v in rewards], dtype=np.float64)
-    if group_size < 1 or len(r) % group_size: raise ValueError(f"{len(r)} rewards do not split into groups of {group_size}")
+    group_size, eps = check_int(group_size, "group_size"), check_real(eps, "eps", low=0)
+    if scale not in ("group", "batch", "none"): raise ValueError(f"Unknown scale {scale!r}: use 'group', 'batch' or 'none'")
+    r = np.array([_reward_value(v, f"rewards[{i}]") for i, v in enumerate(rewards)], dtype=np.float64)
+    if len(r) % group_size: raise ValueError(f"{len(r)} rewards do not split into groups of {group_size}")
     g = r.reshape(-1, group_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(g, axis=1, keepdims=True)
     if scale == "group": std = _nanstd(g, axis=1) if group_size > 1 else np.zeros_like(mean)
     elif scale == "batch": std = _nanstd(r) if r.size > 1 else np.zeros(1)
-    elif scale == "none": std = None
-    else: raise ValueError(f"Unknown scale {scale!r}: use 'group', 'batch' or 'none'")
-    adv = g - mean if std is None else (g - mean) / (std + eps)
+    else: std = None
+    adv = g - mean if std is None else np.divide(g - mean, std + eps, out=np.zeros_like(g), where=std + eps > 0)
     return np.nan_to_num(adv.reshape(-1), nan=0.0)
