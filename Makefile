@@ -2,13 +2,19 @@
 # Both create or reuse the project virtual environment .venv and install what they need.
 # CPU machines get the CPU torch build; GPU users override it, e.g. `make test TORCH="torch==2.13.0 --index-url <cuda index>"`
 # or `make demo TORCH=torch` to take the registry's default (CUDA) build.
+# Also: `make docs` (a local HTML preview of the docs site in _docs/preview/), `make notebooks` (JupyterLab on
+# 127.0.0.1, notebooks in nbs/), `make outputs` (execute the notebooks and save their outputs), `make dist` (sdist + wheel).
+# Every target runs the tools of .venv, with .venv/bin first on PATH: nothing installs into another Python.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NB_STAMP := $(VENV)/.installed-notebooks
+DOCS_OUT ?= _docs/preview
+RUN := PATH="$(abspath $(BIN)):$$PATH" $(abspath $(BIN))/python
 
-.PHONY: install demo test docs clean
+.PHONY: install demo test docs notebooks outputs dist clean
 install: $(STAMP)
 
 $(STAMP): settings.ini setup.py
@@ -25,7 +31,20 @@ test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash tools/test.sh
 
 docs: $(STAMP)
-	$(BIN)/python tools/proc_docs.py
+	$(RUN) tools/docs_preview.py --out $(DOCS_OUT)
+
+$(NB_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[dev,notebooks]"
+	touch $(NB_STAMP)
+
+notebooks: $(NB_STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=nbs
+
+outputs: $(STAMP)
+	$(RUN) tools/run_nbs.py
+
+dist: $(STAMP)
+	$(RUN) -m build --no-isolation --outdir dist .
 
 clean:
-	rm -rf $(VENV) _proc _docs outputs .pytest_cache
+	rm -rf $(VENV) _proc _docs outputs .pytest_cache build dist

@@ -1,0 +1,143 @@
+"""The documentation as a reader gets it: `make docs` (a local preview of the Quarto site, built without Quarto) opened
+in headless Chromium: every page loads, figures appear where notebooks have image outputs, internal links resolve,
+math renders. Also the rules the site relies on: title cells, the sidebar, and `make docs` installing nothing.
+
+Chromium is Debian's `chromium` package (tools/test.sh installs it when missing and it can); without it these tests
+skip with that reason, except under CI, where they fail."""
+import json, os, re, shutil, subprocess, sys, warnings
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import nbformat, pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NBS = ROOT / "nbs"
+sys.path.insert(0, str(ROOT / "tools"))
+import docs_preview, run_nbs  # noqa: E402
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--virtual-time-budget=8000"]
+needs_chromium = pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),
+                                    reason="no chromium: `apt-get install -y chromium` (tools/test.sh does it when run as root)")
+
+
+def notebooks() -> list[str]:
+    return sorted(p.relative_to(NBS).as_posix() for p in NBS.rglob("*.ipynb")
+                  if not any(s.startswith((".", "_")) for s in p.relative_to(NBS).parts))
+
+
+@pytest.mark.parametrize("nb", notebooks())
+def test_title_cell(nb):
+    "nbdev turns the first markdown cell into the page's title and description and drops the rest of it: '# Title' and one '> ' line only."
+    cell = next(c for c in nbformat.read(NBS / nb, as_version=4).cells if c.cell_type == "markdown")
+    lines = [l for l in cell.source.splitlines() if l.strip()]
+    assert len(lines) == 2 and re.match(r"^# \S", lines[0]) and re.match(r"^> \S", lines[1]), (
+        f"{nb}: the title cell must be '# Title' and a one-line '> summary' (nbdev keeps only the first '> ' line as the "
+        f"description and drops the rest of the cell); move other text to the next cell. It is:\n{cell.source}")
+
+
+def test_sidebar_lists_every_notebook_in_reading_order():
+    entries = docs_preview.sidebar(ROOT / "_quarto.yml", NBS)
+    listed = [nb for _, nb, _ in entries]
+    assert (NBS / "_quarto.yml").resolve() == (ROOT / "_quarto.yml").resolve(), "nbs/_quarto.yml must link to the root _quarto.yml"
+    assert listed[0] == "index.ipynb"
+    assert not set(notebooks()) - set(listed), f"not in _quarto.yml's sidebar: {sorted(set(notebooks()) - set(listed))}"
+    chapters = [nb for nb in listed if re.match(r"^\d\d_", nb)]
+    assert chapters == sorted(chapters), f"chapters out of reading order: {chapters}"
+    missing = [nb for _, nb, exists in entries if not exists]
+    if missing: pytest.skip(f"listed in _quarto.yml, not written yet (the site and the preview leave them out): {missing}")
+
+
+@pytest.fixture(scope="module")
+def preview(tmp_path_factory):
+    "`make docs` into a temporary folder, with a PATH whose first pip/python only record that they were called."
+    tmp = tmp_path_factory.mktemp("docs")
+    trap = tmp / "trap"; trap.mkdir()
+    for exe in ["pip", "pip3", "python", "python3", "quarto"]:
+        (trap / exe).write_text(f"#!/bin/sh\necho {exe} \"$@\" >> {tmp / 'trapped.txt'}\nexit 1\n"); (trap / exe).chmod(0o755)
+    out = tmp / "preview"
+    r = subprocess.run(["make", "-s", "-o", ".venv/.installed", "docs", f"DOCS_OUT={out}"], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, PATH=f"{trap}:{os.environ['PATH']}"), timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert not (tmp / "trapped.txt").exists(), f"make docs ran a tool outside .venv: {(tmp / 'trapped.txt').read_text()}"
+    return out, json.loads((out / "pages.json").read_text())
+
+
+def dom(path: Path, tmp: Path) -> str:
+    "The page's DOM after loading (scripts run) in headless Chromium with a fresh profile."
+    if CHROMIUM is None: pytest.fail("CI needs chromium: apt-get install -y chromium")
+    r = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}", "--dump-dom", path.as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "<body" in r.stdout, f"{path.name} did not load: {r.stderr[-1500:]}"
+    return r.stdout
+
+
+class Page(HTMLParser):
+    "Images, links and ids of a page."
+    def __init__(self, html):
+        super().__init__(); self.imgs, self.links, self.ids, self.classes = [], [], set(), set()
+        self.feed(html)
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a: self.ids.add(a["id"].lower())
+        self.classes.update((a.get("class") or "").split())
+        if tag == "img": self.imgs.append(a.get("src") or "")
+        if tag == "a" and a.get("href"): self.links.append(a["href"])
+
+
+def check_page(out: Path, html_path: str, info: dict, tmp: Path, ids: dict, anchors: list | None = None) -> list[str]:
+    """What is wrong with one rendered page (empty when nothing). Links to a section that does not exist (a backticked
+    name with no `show_doc` on its page, as Quarto's site has them too) go to `anchors`, a warning, not a failure."""
+    anchors = [] if anchors is None else anchors
+    page_file = out / html_path
+    p = Page(dom(page_file, tmp))
+    problems = []
+    if '<h1 class="title">' not in page_file.read_text(): problems.append("no title")
+    shown = [s for s in p.imgs if s.startswith("data:image/") or (s and (page_file.parent / unquote(urlparse(s).path)).is_file())]
+    if len(shown) != len(p.imgs): problems.append(f"images that do not load: {[s[:80] for s in p.imgs if s not in shown]}")
+    if len(shown) < info["figures"]: problems.append(f"{len(shown)} images shown, the notebook has {info['figures']} image outputs")
+    for href in p.links:
+        u = urlparse(href)
+        if u.scheme: continue
+        target = (page_file.parent / unquote(u.path)).resolve() if u.path else page_file
+        if not target.is_file(): problems.append(f"broken link {href}")
+        elif u.fragment and target.suffix == ".html":
+            if target not in ids: ids[target] = Page(target.read_text()).ids
+            if u.fragment.lower() not in ids[target]: anchors.append(f"{html_path}: {href}")
+    if info["math"] and docs_preview.MATHJAX_LOCAL.exists() and "MathJax_CHTML" not in p.classes:
+        problems.append("math not rendered by MathJax")
+    return problems
+
+
+@needs_chromium
+def test_preview_pages_load_with_figures_and_links(preview, tmp_path):
+    out, report = preview
+    listed = [nb for _, nb, exists in docs_preview.sidebar(ROOT / "_quarto.yml", NBS) if exists]
+    assert list(report["pages"]) == listed, "one page per existing sidebar entry, in order"
+    nav = Page(re.search(r'<nav id="sidebar">.*?</nav>', (out / "index.html").read_text(), flags=re.S).group(0)).links[1:]
+    assert nav == [report["pages"][nb]["html"] for nb in listed], "the sidebar links every page in _quarto.yml order"
+    ids, problems, anchors = {}, {}, []
+    for nb, info in report["pages"].items():
+        bad = check_page(out, info["html"], info, tmp_path, ids, anchors)
+        if bad: problems[nb] = bad
+    if anchors: warnings.warn("links to sections that no page has (add a show_doc, or drop the backticks): " + "; ".join(anchors))
+    assert not problems, json.dumps(problems, indent=1)
+
+
+@needs_chromium
+def test_figures_of_an_executed_chapter(preview, tmp_path):
+    "The figures check bites: a chapter executed into a temporary copy shows every image output on its page."
+    import nbdev.serve_drv
+    from nbdev.processors import FilterDefaults
+    out, _ = preview
+    executed, proc = tmp_path / "exec" / "02_metrics.ipynb", tmp_path / "proc" / "02_metrics.ipynb"
+    run_nbs.execute(NBS / "02_metrics.ipynb", executed)
+    proc.parent.mkdir()
+    nbdev.serve_drv.exec_nb(executed, proc, FilterDefaults)
+    report = docs_preview.build(tmp_path / "site", proc=ROOT / "_proc", replace={"02_metrics.ipynb": proc}, only={"02_metrics.ipynb"}, process=False)
+    info = report["pages"]["02_metrics.ipynb"]
+    assert info["figures"] >= 1, info
+    bad = [p for p in check_page(tmp_path / "site", info["html"], info, tmp_path, {}) if not p.startswith("broken link")]
+    assert not bad, bad

@@ -1,0 +1,115 @@
+"""Execute notebooks and keep their outputs, so a chapter teaches on GitHub, on the docs site and in Colab without being run.
+
+    python tools/run_nbs.py                      # every notebook under nbs/, in place
+    python tools/run_nbs.py nbs/02_metrics.ipynb # some notebooks, in place
+    python tools/run_nbs.py nbs/06_viz.ipynb --out /tmp/x   # executed copies in /tmp/x, sources untouched
+
+Cells run as `nbdev_test` runs them (execnb's shell, in the notebook's folder), except that outputs are saved:
+cells flagged with one of settings.ini's `tst_flags` (`#| slow`, `#| gpu`, `#| network`) or `#| eval: false` are not
+run and keep their code and whatever output they had. PNG figures are downscaled (at most `--max-width` pixels wide,
+palette-quantized when that is smaller) so a notebook stays small to review, then `nbdev_clean` strips metadata and
+execution counts (settings.ini has `clear_all = False`, so outputs stay). A notebook that raises is not written.
+"""
+import argparse, base64, io, os, sys, time
+from pathlib import Path
+
+from execnb.nbio import read_nb, write_nb
+from execnb.shell import CaptureShell
+from fastcore.xtras import working_directory
+from nbdev.config import get_config
+from nbdev.process import extract_directives
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_NB_BYTES = 1_500_000
+
+
+def skip_flags() -> set[str]:
+    "settings.ini's `tst_flags`: cells flagged with one of them are not run (here or by nbdev_test)."
+    return set(get_config().get("tst_flags", "").split())
+
+
+def skipped(cell, flags=None) -> bool:
+    "Is `cell` left unexecuted: not code, the export call, `#| eval: false`, or flagged with a skip flag."
+    if cell.cell_type != "code": return True
+    if "nbdev_export" + "(" in cell.source: return True
+    direc = extract_directives(cell, remove=False)
+    if direc.get("eval:", [""])[0].lower() == "false": return True
+    return bool((skip_flags() if flags is None else flags) & set(direc))
+
+
+def shrink_png(data: bytes, max_width: int = 900) -> bytes:
+    "A PNG at most `max_width` wide, re-encoded (palette-quantized when that is smaller); never larger than needed."
+    from PIL import Image
+    img = Image.open(io.BytesIO(data))
+    resized = img.width > max_width
+    if resized: img = img.resize((max_width, round(img.height * max_width / img.width)), Image.LANCZOS)
+    rgba = img.convert("RGBA")
+    encoded = [] if resized else [data]
+    for im in (rgba, rgba.quantize(256, method=Image.Quantize.FASTOCTREE)):
+        buf = io.BytesIO(); im.save(buf, format="PNG", optimize=True); encoded.append(buf.getvalue())
+    return min(encoded, key=len)
+
+
+def shrink_outputs(nb, max_width: int = 900) -> int:
+    "Downscale every PNG output of `nb` in place; returns how many there are."
+    n = 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            png = out.get("data", {}).get("image/png")
+            if not png: continue
+            small = shrink_png(base64.b64decode(png if isinstance(png, str) else "".join(png)), max_width)
+            out["data"]["image/png"] = base64.b64encode(small).decode()
+            out.get("metadata", {}).pop("image/png", None)  # sizes of the original (retina) rendering
+            n += 1
+    return n
+
+
+def execute(src: Path, dest: Path | None = None, max_width: int = 900, flags: set[str] | None = None) -> dict:
+    "Run `src` in its own folder (skipping `skipped` cells) and write it with its outputs to `dest` (default: in place)."
+    src, dest = Path(src).resolve(), Path(dest or src).resolve()
+    nb = read_nb(src)
+    flags = skip_flags() if flags is None else flags
+    t0 = time.time()
+    shell = CaptureShell(src, mpl_format="png")  # not execnb's default 'retina' (twice the pixels); matplotlib's rc as nbdev_test has it
+    with working_directory(src.parent):
+        try: shell.run_all(nb, exc_stop=True, preproc=lambda c: skipped(c, flags))
+        except Exception: raise RuntimeError(f"{src.name} raised while executing:\n{shell.prettytb(fname=src)}") from None
+    figures = shrink_outputs(nb, max_width)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    write_nb(nb, dest)
+    clean(dest)
+    info = dict(notebook=str(src.relative_to(ROOT) if src.is_relative_to(ROOT) else src), seconds=round(time.time() - t0, 1),
+                figures=figures, kbytes=round(dest.stat().st_size / 1e3))
+    if dest.stat().st_size > MAX_NB_BYTES: info["warning"] = f"over {MAX_NB_BYTES / 1e6} MB: lower --max-width or plot less"
+    return info
+
+
+def clean(path: Path):
+    "nbdev_clean on one notebook, with settings.ini's options (metadata and execution counts go, outputs stay)."
+    from nbdev.clean import nbdev_clean
+    with working_directory(ROOT): nbdev_clean(fname=str(path))
+
+
+def notebooks(paths: list[str]) -> list[Path]:
+    "The notebooks named, or every notebook under nbs/ (tutorials included) in reading order."
+    if paths: return [Path(p).resolve() for p in paths]
+    nbs = get_config().nbs_path
+    return sorted(p for p in nbs.rglob("*.ipynb") if not any(part.startswith((".", "_")) for part in p.relative_to(nbs).parts))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("notebooks", nargs="*", help="notebooks to run (default: all under nbs/)")
+    p.add_argument("--out", default=None, help="write executed copies into this folder instead of in place")
+    p.add_argument("--max-width", type=int, default=900, help="PNG figures wider than this are downscaled")
+    a = p.parse_args(argv)
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    failed = []
+    for nb in notebooks(a.notebooks):
+        dest = Path(a.out) / nb.name if a.out else nb
+        try: print(execute(nb, dest, a.max_width), flush=True)
+        except RuntimeError as e: print(e, file=sys.stderr); failed.append(nb.name)
+    if failed: raise SystemExit(f"not written (they raised): {', '.join(failed)}")
+
+
+if __name__ == "__main__": main()
