@@ -13,13 +13,13 @@ import transformers
 from transformers import AutoConfig, AutoModelForImageTextToText, PreTrainedTokenizerFast
 
 from .data import (SYSTEM_PROMPT, TEMPLATES, COUNT_WORDS, make_conversation, format_completion,
-                              make_shapes_example)
+                              make_shapes_example, check_int, check_real, shown, to_rgb)
 
 # %% auto #0
 __all__ = ['QWEN_SPECIAL_TOKENS', 'THINK_TOKENS', 'QWEN_CHAT_TEMPLATE', 'ImageOnlyQwen2VLProcessor',
            'ImageOnlyQwen2_5_VLProcessor', 'ImageOnlyQwen3VLProcessor', 'ARCHS', 'CHECKPOINTS', 'world_corpus',
            'build_tokenizer', 'tiny_config', 'tiny_processor', 'tiny_vlm', 'prepare_conversations', 'prepare_inputs',
-           'load_processor', 'load_vlm', 'pretrained_tiny']
+           'load_processor', 'check_checkpoint', 'load_vlm', 'pretrained_tiny']
 
 # %% ../nbs/01_models.ipynb #1cb11cb2
 QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -37,6 +37,7 @@ QWEN_CHAT_TEMPLATE = (
 # %% ../nbs/01_models.ipynb #8939e50f
 def world_corpus(n: int = 3000, seed: int = 0) -> list[str]:
     "Text of the synthetic world (system prompt, questions with hints, thinking, answers) to train a tokenizer on."
+    n, seed = check_int(n, "n"), check_int(seed, "seed", 0)
     rng = np.random.default_rng(seed)
     texts = [SYSTEM_PROMPT] + [str(i) for i in range(10)]
     for i in range(n):
@@ -50,6 +51,7 @@ def _world_corpus_cached() -> tuple[str, ...]: return tuple(world_corpus())
 
 def build_tokenizer(corpus: list[str] | None = None, vocab_size: int = 600) -> PreTrainedTokenizerFast:
     "A byte-level BPE tokenizer over `corpus` (default: the synthetic world) with Qwen's special tokens and think tags."
+    vocab_size = check_int(vocab_size, "vocab_size")
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -102,13 +104,25 @@ def _vision_config(arch: str, d: int, depth: int, out: int, init: float, patch: 
                 deepstack_visual_indexes=[depth - 1])
 
 # %% ../nbs/01_models.ipynb #820387e2
+def _arch(arch: str) -> tuple:
+    "The (config class, processor class, patch size) of a family; `ValueError` listing the families for another name."
+    if arch not in ARCHS: raise ValueError(f"Unknown arch {shown(arch)}; choose from {sorted(ARCHS)}")
+    return ARCHS[arch]
+
 def tiny_config(arch: str, tokenizer, hidden_size=128, num_layers=3, num_heads=4, num_kv_heads=2,
                 intermediate_size=256, vision_hidden_size=64, vision_depth=2, initializer_range=0.06, **overrides):
     "A small config of family `arch` whose special-token ids come from `tokenizer`."
-    if arch not in ARCHS: raise ValueError(f"Unknown arch {arch!r}; choose from {sorted(ARCHS)}")
-    config_cls, _, patch = ARCHS[arch]
+    config_cls, _, patch = _arch(arch)
+    hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size, vision_hidden_size, vision_depth = (
+        check_int(v, k) for k, v in dict(hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, num_kv_heads=num_kv_heads,
+                                         intermediate_size=intermediate_size, vision_hidden_size=vision_hidden_size,
+                                         vision_depth=vision_depth).items())
+    initializer_range = check_real(initializer_range, "initializer_range", low=0, low_open=True)
     head_dim = hidden_size // num_heads
-    if head_dim % 4: raise ValueError(f"hidden_size / num_heads = {head_dim} must be a multiple of 4 for M-RoPE")
+    if hidden_size % num_heads or head_dim % 4:
+        raise ValueError(f"hidden_size / num_heads = {hidden_size / num_heads:g} must be a whole multiple of 4 for M-RoPE")
+    if num_heads % num_kv_heads: raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})")
+    if vision_hidden_size % 8: raise ValueError(f"vision_hidden_size ({vision_hidden_size}) must be a multiple of 8: 2 heads of a multiple of 4 for 2-D RoPE")
     q = head_dim // 4  # mrope_section splits head_dim / 2 over (time, height, width) as 1:1.5:1.5, like Qwen
     mrope = [head_dim // 2 - 2 * ((head_dim // 2 - q) // 2), (head_dim // 2 - q) // 2, (head_dim // 2 - q) // 2]
     rope = dict(rope_type="default", rope_theta=1e4, mrope_section=mrope, **({"mrope_interleaved": True} if arch == "qwen3_vl" else {}))
@@ -126,7 +140,9 @@ def tiny_config(arch: str, tokenizer, hidden_size=128, num_layers=3, num_heads=4
 # %% ../nbs/01_models.ipynb #9f8354ca
 def tiny_processor(arch: str = "qwen2_5_vl", tokenizer=None, min_pixels: int = 4 * 28 * 28, max_pixels: int = 448 * 448):
     "The processor of a tiny model: world tokenizer, Qwen chat template, a PIL image processor (no torchvision)."
-    _, proc_cls, patch = ARCHS[arch]
+    _, proc_cls, patch = _arch(arch)
+    min_pixels, max_pixels = check_int(min_pixels, "min_pixels"), check_int(max_pixels, "max_pixels")
+    if min_pixels > max_pixels: raise ValueError(f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})")
     tokenizer = tokenizer or build_tokenizer()
     factor = patch * 2
     images = Qwen2VLImageProcessorPil(patch_size=patch, merge_size=2, temporal_patch_size=2,
@@ -135,6 +151,7 @@ def tiny_processor(arch: str = "qwen2_5_vl", tokenizer=None, min_pixels: int = 4
 
 def tiny_vlm(arch: str = "qwen2_5_vl", seed: int = 0, dtype=torch.float32, **overrides):
     "A tiny random-init VLM of family `arch` and its processor, built offline. `overrides` go to `tiny_config`."
+    seed = check_int(seed, "seed", 0)
     processor = tiny_processor(arch)
     config = tiny_config(arch, processor.tokenizer, **overrides)
     torch.manual_seed(seed)
@@ -144,8 +161,26 @@ def tiny_vlm(arch: str = "qwen2_5_vl", seed: int = 0, dtype=torch.float32, **ove
     return model.eval(), processor
 
 # %% ../nbs/01_models.ipynb #f2cb369a
+def _batch(values, name: str, n: int | None = None) -> list:
+    "`values` as a list of per-example entries (`n` of them if given); a string or a lone image is a `TypeError`."
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__") or hasattr(values, "getbands"):
+        raise TypeError(f"{name} must be a list with one entry per example, got {shown(values)}")
+    values = list(values)
+    if n is not None and len(values) != n: raise ValueError(f"Got {len(values)} {name} for {n} examples: pass one per example")
+    return values
+
+def _model_image(image, i: int):
+    "Image `i` of a batch as the processor's RGB input; `ValueError` naming it if it cannot be read or processed."
+    try: return to_rgb(image, max_pixels=None)
+    except (TypeError, ValueError) as e: raise type(e)(f"images[{i}]: {e}") from None
+
 def prepare_conversations(processor, conversations, images, completions=None, device=None):
     "Batch inputs for chat `conversations` (one image each, left-padded), with `completions` appended if given."
+    conversations = _batch(conversations, "conversations")
+    if getattr(images, "ndim", 4) < 4:
+        raise TypeError(f"images must be a list with one image per example, got one array of shape {images.shape}: pass [image]")
+    images = [_model_image(im, i) for i, im in enumerate(_batch(images, "images", len(conversations)))]
+    if completions is not None: completions = _batch(completions, "completions", len(conversations))
     texts = [processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
     if completions is not None: texts = [t + c for t, c in zip(texts, completions)]
     processor.tokenizer.padding_side = "left"
@@ -154,7 +189,7 @@ def prepare_conversations(processor, conversations, images, completions=None, de
 
 def prepare_inputs(processor, images, questions, completions=None, system_prompt: str | None = SYSTEM_PROMPT, device=None):
     "Batch inputs for `questions` about `images` with the shared prompt (left-padded), `completions` appended if given."
-    conversations = [make_conversation({"problem": q}, system_prompt) for q in questions]
+    conversations = [make_conversation({"problem": q}, system_prompt) for q in _batch(questions, "questions")]
     return prepare_conversations(processor, conversations, images, completions, device)
 
 # %% ../nbs/01_models.ipynb #a2fdecd7
@@ -177,11 +212,37 @@ def load_processor(name_or_path, trust_remote_code: bool = False, **kw):
         return _PROCESSOR_BY_MODEL_TYPE[model_type].from_pretrained(name_or_path, **kw)
 
 # %% ../nbs/01_models.ipynb #6fc6bec0
+def _hub_offline() -> bool:
+    "Whether the Hugging Face hub is switched off, read from the environment now (huggingface_hub reads it at import)."
+    return any(os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+def check_checkpoint(name_or_path, revision: str | None = None, cache_dir=None, local_files_only: bool = False) -> None:
+    "Fail fast, in one line (`FileNotFoundError`), unless `name_or_path` is a local folder, cached, or a model the hub has."
+    import huggingface_hub
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
+    text = os.fspath(name_or_path)
+    if Path(text).expanduser().is_dir(): return
+    try: huggingface_hub.utils.validate_repo_id(text)
+    except HFValidationError:
+        raise FileNotFoundError(f"No checkpoint at {text}: not a folder, and not a hub name (org/name); pass a folder written "
+                                "by save_pretrained or a hub name") from None
+    if isinstance(huggingface_hub.try_to_load_from_cache(text, "config.json", cache_dir=cache_dir, revision=revision), str): return
+    where = f"{text!r} is neither a local folder nor in the Hugging Face cache"
+    if local_files_only or _hub_offline():
+        raise FileNotFoundError(f"{where}, and the hub is off (HF_HUB_OFFLINE / local_files_only): download it where a "
+                                "network exists, or pass a folder written by save_pretrained")
+    try: huggingface_hub.model_info(text, revision=revision, timeout=10)
+    except GatedRepoError: return                                        # exists; from_pretrained explains the access
+    except (RepositoryNotFoundError, RevisionNotFoundError) as e:
+        raise FileNotFoundError(f"{where}, and the hub has no such model{' revision' if isinstance(e, RevisionNotFoundError) else ''} "
+                                "(a private one needs `hf auth login`)") from None
+    except Exception as e:
+        raise FileNotFoundError(f"{where}, and the hub cannot be reached ({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}): "
+                                "download it where a network exists, or pass a local folder") from None
+
 def load_vlm(name_or_path, dtype="auto", attn_implementation=None, device_map=None, trust_remote_code: bool = False, **kw):
-    "A VLM and its processor from a hub name or a local folder, through the Auto classes."
-    path = Path(name_or_path)
-    if (path.suffix or str(name_or_path).startswith((".", "/"))) and not path.exists():
-        raise FileNotFoundError(f"No checkpoint at {name_or_path}: pass a folder written by save_pretrained or a hub name")
+    "A VLM and its processor from a hub name or a local folder, through the Auto classes; `FileNotFoundError` in one line if there is none."
+    check_checkpoint(name_or_path, kw.get("revision"), kw.get("cache_dir"), kw.get("local_files_only", False))
     model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=dtype, attn_implementation=attn_implementation,
                                                         device_map=device_map, trust_remote_code=trust_remote_code, **kw)
     processor = load_processor(name_or_path, trust_remote_code=trust_remote_code)
