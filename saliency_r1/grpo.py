@@ -17,13 +17,13 @@ from tqdm.auto import tqdm
 from trl import GRPOConfig, GRPOTrainer
 
 from .data import (SYSTEM_PROMPT, DEFAULT_MAX_PIXELS, make_conversation, parse_boxes, to_rgb, make_shapes_dataset,
-                              load_grounded_dataset)
+                              load_grounded_dataset, validate_row)
 from .models import load_vlm, pretrained_tiny, prepare_conversations
-from .metrics import cell_coverage, energy_pointing_game_batch, pointing_game_batch
+from .metrics import cell_coverage, energy_pointing_game_batch, pointing_game_batch, score_maps, MAP_FLAGS
 from .rewards import format_reward, accuracy_reward, saliency_reward, completion_text
-from .sft import make_lora_config
+from .sft import make_lora_config, ResumeFromCheckpoint
 from .viz import plot_examples
-from .saliency import METHODS, record_saliency, explain_batch, teacher_forced_inputs, explain
+from .saliency import METHODS, record_saliency, explain_batch, teacher_forced_inputs, explain, check_generation_options
 
 # %% auto #0
 __all__ = ['CAPTURE_MODES', 'SaliencyGRPOConfig', 'grpo_dataset', 'evaluate_saliency', 'default_rewards', 'SaliencyGRPOTrainer',
@@ -55,9 +55,19 @@ class SaliencyGRPOConfig(GRPOConfig):
         super().__post_init__()
 
 # %% ../nbs/09_grpo.ipynb #88c99283
+def _bad_rows(dataset, max_pixels) -> dict[int, str]:
+    "Row index -> why `validate_row` rejects it (the image, question, answer and boxes every later stage needs)."
+    bad = {}
+    for i in range(len(dataset)):
+        try: validate_row(dataset[i], max_pixels=max_pixels)
+        except ValueError as e: bad[i] = str(e)
+    return bad
+
 def grpo_dataset(dataset, system_prompt: str | None = SYSTEM_PROMPT, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 need_boxes: bool = True):
-    "A grounded dataset as GRPO rows: prompt, image, solution, bbox (list of normalized boxes)."
+                 need_boxes: bool = True,
+                 on_error: str = "raise"): # "raise": name the bad rows; "skip": drop them and say how many
+    "A grounded dataset as GRPO rows: prompt, image (RGB), bbox (normalized boxes), and every other column (solution, problem, …) as is."
+    if on_error not in ("raise", "skip"): raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if dataset is None or len(dataset) == 0: raise ValueError("The GRPO dataset is empty: pass a dataset with at least one row")
     cols = set(dataset.column_names)
     missing = {"image", "problem", "solution"} - cols
@@ -65,11 +75,16 @@ def grpo_dataset(dataset, system_prompt: str | None = SYSTEM_PROMPT, max_pixels:
                                  f"(it has {sorted(cols)})")
     if need_boxes and "bbox" not in cols:
         raise ValueError("The saliency reward needs a 'bbox' column of evidence boxes: add one, or set saliency_weight=0")
+    if bad := _bad_rows(dataset, max_pixels):
+        shown = "; ".join(f"row {i}: {m}" for i, m in list(bad.items())[:5])
+        if on_error == "raise": raise ValueError(f"{len(bad)} GRPO row(s) cannot be trained on: {shown} (pass on_error='skip' to drop them)")
+        print(f"grpo_dataset: skipped {len(bad)} of {len(dataset)} rows: {shown}")
+        dataset = dataset.select([i for i in range(len(dataset)) if i not in bad])
+        if len(dataset) == 0: raise ValueError("The GRPO dataset has no valid rows left")
     def row(r):
         return dict(prompt=make_conversation(r, system_prompt), image=to_rgb(r["image"], max_pixels),
                     bbox=[b.to_list() for b in parse_boxes(r.get("bbox"))])
-    keep = {"solution", "problem"}
-    return dataset.map(row, remove_columns=[c for c in dataset.column_names if c not in keep])
+    return dataset.map(row, remove_columns=[c for c in ("image", "bbox") if c in cols])
 
 # %% ../nbs/09_grpo.ipynb #5303d057
 def evaluate_saliency(model, processor, dataset, method: str = "chain", batch_size: int = 32, max_new_tokens: int = 64,
@@ -104,8 +119,8 @@ def _image_of(row: dict):
     raise ValueError(f"Saliency maps need an image per row; this row has keys {sorted(row)}")
 
 # %% ../nbs/09_grpo.ipynb #202f4e05
-class SaliencyGRPOTrainer(GRPOTrainer):
-    "GRPO whose reward functions receive each completion's saliency map (Saliency-R1)."
+class SaliencyGRPOTrainer(ResumeFromCheckpoint, GRPOTrainer):
+    "GRPO whose reward functions receive each completion's saliency map (Saliency-R1); resumes exactly (`08_sft`)."
     def __init__(self, model, args: SaliencyGRPOConfig, train_dataset=None, processing_class=None, reward_funcs=None,
                  peft_config=None, **kwargs):
         if not isinstance(args, SaliencyGRPOConfig): raise TypeError("args must be a SaliencyGRPOConfig")
@@ -119,6 +134,8 @@ class SaliencyGRPOTrainer(GRPOTrainer):
         self._explanations, self._rewards_per_func, self.last_explanations, self.last_rollout = None, None, None, None
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                          processing_class=processing_class, peft_config=peft_config, **kwargs)
+        if args.saliency_capture == "generate" and not args.use_vllm:
+            check_generation_options(self.model, **{k: v for k, v in getattr(self, "generation_kwargs", {}).items() if v is not None})
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         if self.args.saliency_capture != "generate":
@@ -159,17 +176,18 @@ def _saliency_inputs(self: SaliencyGRPOTrainer, inputs, prompts, completion_ids_
 
 @patch
 def _log_saliency(self: SaliencyGRPOTrainer, inputs):
-    "Log the batch's energy pointing game, pointing game and valid-format rate (gathered over processes)."
-    maps, boxes = [x["saliency_maps"] for x in inputs], [x.get("bbox") or [] for x in inputs]
+    "Log the batch's energy pointing game, pointing game, valid-format rate and unscorable maps (gathered over processes)."
     valid = np.array([float(x["valid"]) for x in inputs])
-    epg, pg = energy_pointing_game_batch(maps, boxes), pointing_game_batch(maps, boxes)  # NaN where a row has no boxes
-    epg[valid == 0], pg[valid == 0] = np.nan, np.nan
-    stats = self.accelerator.gather(torch.tensor(np.stack([epg, pg, valid], 1), dtype=torch.float32, device=self.accelerator.device))
+    scores = score_maps([x["saliency_maps"] for x in inputs], [x.get("bbox") or [] for x in inputs])  # NaN and a reason where unscorable
+    unscorable = np.array([float(r in MAP_FLAGS) for r in scores.reasons])
+    epg, pg = np.where(valid > 0, scores.energy_pg, np.nan), np.where(valid > 0, scores.pointing_game, np.nan)
+    stats = self.accelerator.gather(torch.tensor(np.stack([epg, pg, valid, unscorable], 1), dtype=torch.float32, device=self.accelerator.device))
     stats = stats.cpu().numpy()
     for name, col in (("saliency/energy_pg", 0), ("saliency/pointing_game", 1)):
         if not np.isnan(stats[:, col]).all(): self._log_metric(name, float(np.nanmean(stats[:, col])))
     self._log_metric("saliency/valid_rate", float(stats[:, 2].mean()))
     self._log_metric("saliency/invalid", float((stats[:, 2] == 0).sum()))
+    self._log_metric("saliency/unscorable_maps", float(stats[:, 3].sum()))
 
 # %% ../nbs/09_grpo.ipynb #5fae1f26
 @patch
