@@ -16,7 +16,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from .data import SYSTEM_PROMPT, Box
+from .data import SYSTEM_PROMPT, Box, to_rgb
 from .models import prepare_inputs
 from .attribution import (head_readout, value_logits, direct_contribution, cot_bottleneck, think_flow,
                                      saliency_map, chain_weights, token_chain, chain_support, attention_rows, rollout_step,
@@ -557,7 +557,7 @@ def check_generation_options(model, **generate_kwargs):
 
 def explain(model,                       # a supported VLM
             processor,                   # its processor
-            image,                       # a PIL image, or a list of them for a batch
+            image,                       # one image (PIL, path, array, bytes: anything `load_image` reads), or a list for a batch
             question,                    # the question (a list for a batch)
             *, completion=None,          # completion text(s) to teacher-force; None: generate
             method: str = "chain",       # one of METHODS; "gradient" needs a backward pass
@@ -566,8 +566,13 @@ def explain(model,                       # a supported VLM
             **generate_kwargs):          # for `model.generate` (default greedy, max_new_tokens=256); num_return_sequences=n gives n per example
     "Explain a VLM's answer about `image`: generate (or teacher-force `completion`) and return an `Explanation` (lists for lists)."
     if method not in METHODS: raise ValueError(f"Unknown method {method!r}; choose from {METHODS}")
-    batched = not isinstance(image, Image.Image)  # lists, tuples and dataset columns are batches
+    if image is None: raise TypeError("explain got image=None: pass an image (PIL, a file path, an array) or a list of them")
+    batched = isinstance(image, (list, tuple)) or hasattr(image, "column_names") or type(image).__name__ == "Column"  # lists and dataset columns
+    if not batched and not isinstance(question, str):
+        raise TypeError(f"explain got one image but question is a {type(question).__name__}: pass one question string, or a list of images")
+    if batched and isinstance(question, str): raise TypeError(f"explain got {len(image)} images but one question string: pass a list of questions")
     images, questions = (list(image), list(question)) if batched else ([image], [question])
+    images = [to_rgb(im) for im in images]
     completions = None if completion is None else (list(completion) if batched else [completion])
     if len(questions) != len(images) or (completions is not None and len(completions) != len(images)):
         raise ValueError(f"Got {len(images)} images, {len(questions)} questions and {len(completions or images)} completions: pass one of each per example")
