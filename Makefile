@@ -8,6 +8,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+export TORCH  # tests/test_package.py installs the same torch into its fresh venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NB_STAMP := $(VENV)/.installed-notebooks
@@ -38,7 +39,7 @@ $(NB_STAMP): $(STAMP)
 	touch $(NB_STAMP)
 
 notebooks: $(NB_STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=nbs
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/jupyter lab --ip=127.0.0.1 --no-browser --notebook-dir=nbs $(if $(filter 0,$(shell id -u)),--allow-root)
 
 outputs: $(STAMP)
 	$(RUN) tools/run_nbs.py

@@ -65,6 +65,16 @@ def preview(tmp_path_factory):
     return out, json.loads((out / "pages.json").read_text())
 
 
+def test_make_docs_writes_every_page(preview):
+    "Without a browser too: one page per existing sidebar entry, each with its title, and the stylesheet."
+    out, report = preview
+    listed = [nb for _, nb, exists in docs_preview.sidebar(ROOT / "_quarto.yml", NBS) if exists]
+    assert list(report["pages"]) == listed, "one page per existing sidebar entry, in order"
+    for nb, info in report["pages"].items():
+        assert f'<h1 class="title">{info["title"]}</h1>' in (out / info["html"]).read_text(), nb
+    assert (out / "style.css").stat().st_size > 10_000
+
+
 def dom(path: Path, tmp: Path) -> str:
     "The page's DOM after loading (scripts run) in headless Chromium with a fresh profile."
     if CHROMIUM is None: pytest.fail("CI needs chromium: apt-get install -y chromium")
@@ -115,7 +125,6 @@ def check_page(out: Path, html_path: str, info: dict, tmp: Path, ids: dict, anch
 def test_preview_pages_load_with_figures_and_links(preview, tmp_path):
     out, report = preview
     listed = [nb for _, nb, exists in docs_preview.sidebar(ROOT / "_quarto.yml", NBS) if exists]
-    assert list(report["pages"]) == listed, "one page per existing sidebar entry, in order"
     nav = Page(re.search(r'<nav id="sidebar">.*?</nav>', (out / "index.html").read_text(), flags=re.S).group(0)).links[1:]
     assert nav == [report["pages"][nb]["html"] for nb in listed], "the sidebar links every page in _quarto.yml order"
     ids, problems, anchors = {}, {}, []

@@ -1,12 +1,12 @@
 """The package as a user gets it: `python -m build` makes an sdist and a wheel; the wheel, installed into a fresh
 venv, runs the console script from outside the repository, with its shipped model, recipes and configs."""
-import os, subprocess, sys, tarfile, time, zipfile
+import os, shlex, subprocess, sys, tarfile, time, zipfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TORCH = "torch==2.13.0"  # installed first, so the wheel's `torch>=2.4` never pulls a CUDA build
+TORCH = shlex.split(os.environ.get("TORCH") or "torch==2.13.0")  # the Makefile's; installed first, so `torch>=2.4` never pulls a CUDA build
 
 
 def sh(*args, cwd=None, timeout=600, env=None):
@@ -32,7 +32,7 @@ def venv(dist, tmp_path_factory):
     t0 = time.time()
     sh(sys.executable, "-m", "venv", v)
     pip = [v / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    sh(*pip, TORCH)
+    sh(*pip, *TORCH)
     sh(*pip, next(dist.glob("*.whl")))
     print(f"fresh venv with the wheel: {time.time() - t0:.1f} s")
     return v

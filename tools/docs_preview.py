@@ -182,7 +182,7 @@ def build(out: Path = ROOT / "_docs" / "preview", proc: Path | None = None, repl
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(page)
         math = any(_math.search(c.source) for c in book.cells if c.cell_type == "markdown")
-        report["pages"][nb] = dict(html=pages[nb], title=titles[nb], figures=expected_figures(book), math=math)
+        report["pages"][nb] = dict(html=pages[nb], title=fm.get("title", titles[nb]), figures=expected_figures(book), math=math)
     lab = _exporter().from_notebook_node(nbformat.v4.new_notebook())[0]
     (out / "style.css").write_text("\n".join(re.findall(r"<style[^>]*>(.*?)</style>", lab, flags=re.S)) + LAYOUT_CSS)
     (out / "pages.json").write_text(json.dumps(report, indent=1))

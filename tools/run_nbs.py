@@ -10,7 +10,8 @@ run and keep their code and whatever output they had. PNG figures are downscaled
 palette-quantized when that is smaller) so a notebook stays small to review, then `nbdev_clean` strips metadata and
 execution counts (settings.ini has `clear_all = False`, so outputs stay). A notebook that raises is not written.
 """
-import argparse, base64, io, os, sys, time
+import argparse, base64, io, multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from execnb.nbio import read_nb, write_nb
@@ -102,14 +103,18 @@ def main(argv=None):
     p.add_argument("notebooks", nargs="*", help="notebooks to run (default: all under nbs/)")
     p.add_argument("--out", default=None, help="write executed copies into this folder instead of in place")
     p.add_argument("--max-width", type=int, default=900, help="PNG figures wider than this are downscaled")
+    p.add_argument("--n-workers", type=int, default=1, help="notebooks run at once")
     a = p.parse_args(argv)
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    jobs = [(nb, Path(a.out) / nb.name if a.out else nb) for nb in notebooks(a.notebooks)]
     failed = []
-    for nb in notebooks(a.notebooks):
-        dest = Path(a.out) / nb.name if a.out else nb
-        try: print(execute(nb, dest, a.max_width), flush=True)
-        except RuntimeError as e: print(e, file=sys.stderr); failed.append(nb.name)
-    if failed: raise SystemExit(f"not written (they raised): {', '.join(failed)}")
+    # one fresh process per notebook, as nbdev_test runs them: no state (registrations, seeds, figures) leaks between them
+    with ProcessPoolExecutor(a.n_workers, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+        futures = {pool.submit(execute, nb, dest, a.max_width): nb for nb, dest in jobs}
+        for f in as_completed(futures):
+            try: print(f.result(), flush=True)
+            except RuntimeError as e: print(e, file=sys.stderr, flush=True); failed.append(futures[f].name)
+    if failed: raise SystemExit(f"not written (they raised): {', '.join(sorted(failed))}")
 
 
 if __name__ == "__main__": main()

@@ -1,0 +1,116 @@
+"""Notebooks keep their outputs (written by `python tools/run_nbs.py`), so a chapter teaches on GitHub, on the docs
+site and in Colab without being run; and re-executing a cheap chapter prints the same numbers.
+
+A cell must have an output when `run_nbs` runs it (not flagged slow/gpu/network, not `eval: false`, not hidden or
+exported) and it is
+- a figure cell: its top-level code (function and class bodies aside) plots (`plt.`, `.plot(`, `plot_…(`, `show_…(`,
+  `.show(`, `imshow(`, `display(`) and does not close its figures (`close(`), or
+- a result cell: it prints at top level, or its last statement is an expression not ending in `;`, other than a call
+  that returns nothing (`test_…`, `…close`, `…savefig`, `…seed`, `…set_…`).
+"""
+import ast, math, re, sys
+from pathlib import Path
+
+import nbformat, pytest
+from nbdev.process import extract_directives
+
+ROOT = Path(__file__).resolve().parents[1]
+NBS = ROOT / "nbs"
+sys.path.insert(0, str(ROOT / "tools"))
+import run_nbs  # noqa: E402
+
+FIGURE = re.compile(r"\bplt\.|\.plot\(|\bplot_\w*\(|\bshow_\w*\(|\.show\(|\bimshow\(|\bdisplay\(")
+NO_RESULT = re.compile(r"^(test_\w*|assert\w*|.*close|.*savefig|.*seed|.*set_\w+|.*\.append|.*\.update|.*\.extend)$")
+CHEAP = "02_metrics.ipynb"  # re-executed by test_reexecution_prints_the_same_numbers (a few seconds)
+
+
+def chapters() -> list[Path]:
+    return run_nbs.notebooks([])
+
+
+def _code(cell) -> str:
+    "The cell's code without directives, magics and shell escapes."
+    return "\n".join(l for l in cell.source.splitlines() if not l.lstrip().startswith(("#|", "%", "!")))
+
+
+def _called(node) -> str:
+    f = node.func
+    return f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+
+
+def expects_output(cell, flags: set[str]) -> str | None:
+    "'figure' or 'result' when `cell` must have an output after run_nbs (see the module docstring), else None."
+    if run_nbs.skipped(cell, flags): return None
+    direc = extract_directives(cell, remove=False)
+    if {"hide", "export", "exports", "exporti", "exec_doc"} & set(direc): return None
+    src = _code(cell)
+    try: tree = ast.parse(src)
+    except SyntaxError: return None
+    top = [s for s in tree.body if not isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    top_src = "\n".join(ast.unparse(s) for s in top)
+    if FIGURE.search(top_src) and "close(" not in top_src: return "figure"
+    if any(isinstance(n, ast.Call) and _called(n) == "print" for s in top for n in ast.walk(s)): return "result"
+    last = tree.body[-1] if tree.body else None
+    if isinstance(last, ast.Expr) and not src.rstrip().endswith(";"):
+        if isinstance(last.value, ast.Call) and NO_RESULT.match(_called(last.value) or "_"): return None
+        if isinstance(last.value, ast.Constant) and isinstance(last.value.value, str): return None  # a bare string
+        return "result"
+    return None
+
+
+def missing_outputs(nb_path: Path) -> list[str]:
+    "'cell N (figure|result): first line' for each cell that should have an output and has none."
+    flags = run_nbs.skip_flags()
+    nb = nbformat.read(nb_path, as_version=4)
+    return [f"cell {i} ({kind}): {_code(c).strip().splitlines()[0][:70]}"
+            for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            for kind in [expects_output(c, flags)] if kind and not c.get("outputs")]
+
+
+@pytest.mark.parametrize("nb", [p.relative_to(NBS).as_posix() for p in chapters()])
+def test_result_and_figure_cells_have_outputs(nb):
+    missing = missing_outputs(NBS / nb)
+    assert not missing, (f"{nb}: {len(missing)} figure/result cells have no saved output: run `python tools/run_nbs.py nbs/{nb}` "
+                         "(or `make outputs`) and commit.\n" + "\n".join(missing))
+
+
+def test_the_rule_on_hand_made_cells():
+    flags = {"slow", "gpu", "network"}
+    code = lambda s: nbformat.v4.new_code_cell(s)
+    assert expects_output(code("fig, ax = plt.subplots()\nax.plot([1, 2])"), flags) == "figure"
+    assert expects_output(code("x = 1\nx + 1"), flags) == "result"
+    assert expects_output(code("print(accuracy)"), flags) == "result"
+    assert expects_output(code("#| slow\nplot_examples(ds)"), flags) is None
+    assert expects_output(code("#| hide\nx"), flags) is None
+    assert expects_output(code("#| export\ndef f(): plt.plot([1])"), flags) is None
+    assert expects_output(code("def f(ax): ax.plot([1])"), flags) is None
+    assert expects_output(code("test_eq(f(2), 4)"), flags) is None
+    assert expects_output(code("fig = plot_examples(ds); plt.close(fig)"), flags) is None
+    assert expects_output(code("x;"), flags) is None
+
+
+def numbers(cell) -> list[float]:
+    "Numbers printed by a cell (stdout and results; memory addresses and warnings aside)."
+    text = []
+    for o in cell.get("outputs", []):
+        if o.output_type == "stream" and o.name == "stdout": text.append(o.text)
+        elif o.output_type in ("execute_result", "display_data") and "image/png" not in o.get("data", {}):
+            text.append(o.get("data", {}).get("text/plain", ""))
+    text = re.sub(r"0x[0-9a-f]+", "", "\n".join(text))
+    return [float(x) for x in re.findall(r"[-+]?\d+\.?\d*(?:[eE][-+]?\d+)?", text)]
+
+
+def test_reexecution_prints_the_same_numbers(tmp_path):
+    "The cheap chapter, executed again into a temporary copy, prints the numbers its saved outputs show."
+    saved = nbformat.read(NBS / CHEAP, as_version=4)
+    assert not missing_outputs(NBS / CHEAP), f"{CHEAP} has no saved outputs yet: run `python tools/run_nbs.py nbs/{CHEAP}`"
+    run_nbs.execute(NBS / CHEAP, tmp_path / CHEAP)
+    fresh = nbformat.read(tmp_path / CHEAP, as_version=4)
+    assert [c.source for c in saved.cells] == [c.source for c in fresh.cells]
+    changed = []
+    for i, (a, b) in enumerate(zip(saved.cells, fresh.cells)):
+        if a.cell_type != "code" or "time" in a.source: continue
+        x, y = numbers(a), numbers(b)
+        if len(x) != len(y) or not all(math.isclose(u, v, rel_tol=1e-4, abs_tol=1e-6) for u, v in zip(x, y)):
+            changed.append(f"cell {i}: saved {x[:8]} now {y[:8]}")
+    assert not changed, f"{CHEAP} prints different numbers than its saved outputs:\n" + "\n".join(changed)
