@@ -89,6 +89,18 @@ def test_the_rule_on_hand_made_cells():
     assert expects_output(code("x;"), flags) is None
 
 
+def test_clean_keeps_outputs(tmp_path):
+    "run_nbs cleans with nbdev_clean and settings.ini's clear_all = False: metadata and execution counts go, outputs stay."
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}, "widgets": {"x": 1}})
+    cell = nbformat.v4.new_code_cell("1 + 1", execution_count=3, metadata={"scrolled": True})
+    cell.outputs = [nbformat.v4.new_output("execute_result", {"text/plain": "2"}, execution_count=3)]
+    nb.cells = [cell]
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    run_nbs.clean(tmp_path / "x.ipynb")
+    c = nbformat.read(tmp_path / "x.ipynb", as_version=4).cells[0]
+    assert c.outputs[0]["data"]["text/plain"] == "2" and c.execution_count is None and not c.metadata
+
+
 def numbers(cell) -> list[float]:
     "Numbers printed by a cell (stdout and results; memory addresses and warnings aside)."
     text = []
