@@ -54,13 +54,13 @@ def check_real(value, name: str, low: float = -math.inf, high: float = math.inf,
 CLIP_TOLERANCE = 0.02  # coordinates within this distance outside [0, 1] are clipped, not rejected
 BOX_FIELDS = ("x1", "y1", "x2", "y2")
 
-def _coordinate(value, name: str, box) -> float:
-    "One box coordinate as a float; `ValueError` naming it and its box otherwise."
+def _coordinate(value, name: str) -> float:
+    "One box coordinate as a float; `ValueError` naming it otherwise."
     if isinstance(value, np.ndarray) and value.ndim == 0: value = value.item()
     if not isinstance(value, (bool, np.bool_)) and isinstance(value, (numbers.Real, str)):
         try: return float(value)
-        except ValueError: pass
-    raise ValueError(f"Cannot read a box from {shown(box)}: {name} is {shown(value)}, not a number")
+        except (ValueError, OverflowError): pass
+    raise ValueError(f"{name} is {shown(value)}, not a number")
 
 @dataclass(frozen=True)
 class Box:
@@ -68,22 +68,24 @@ class Box:
     x1: float; y1: float; x2: float; y2: float
 
     def __post_init__(self):
-        raw = (self.x1, self.y1, self.x2, self.y2)
-        vals = [_coordinate(v, n, list(raw)) for n, v in zip(BOX_FIELDS, raw)]
-        if not all(math.isfinite(v) for v in vals): raise ValueError(f"Box has a non-finite coordinate: {vals}")
+        raw = shown([self.x1, self.y1, self.x2, self.y2])
+        try: vals = [_coordinate(v, n) for n, v in zip(BOX_FIELDS, (self.x1, self.y1, self.x2, self.y2))]
+        except ValueError as e: raise ValueError(f"Cannot read a box from {raw}: {e}") from None
+        if not all(math.isfinite(v) for v in vals): raise ValueError(f"Box {raw} has a non-finite coordinate")
         if any(v < -CLIP_TOLERANCE or v > 1 + CLIP_TOLERANCE for v in vals):
-            raise ValueError(f"Box {vals} is outside [0, 1]: normalized boxes need coordinates in [0, 1] "
+            raise ValueError(f"Box {raw} is outside [0, 1]: normalized boxes need coordinates in [0, 1] "
                              f"(use Box.from_pixels for pixel coordinates)")
         vals = [min(max(v, 0.0), 1.0) for v in vals]
         if not (vals[2] > vals[0] and vals[3] > vals[1]):
-            raise ValueError(f"Box {vals} is degenerate: need x2 > x1 and y2 > y1")
+            raise ValueError(f"Box {raw} is degenerate: need x2 > x1 and y2 > y1")
         for name, v in zip(BOX_FIELDS, vals): object.__setattr__(self, name, v)
 
     @classmethod
     def from_pixels(cls, x1, y1, x2, y2, width: float, height: float) -> Box:
         "A box from pixel coordinates on an image of `width` × `height`."
         width, height = check_real(width, "width", low=0, low_open=True), check_real(height, "height", low=0, low_open=True)
-        return cls(*(_coordinate(v, n, [x1, y1, x2, y2]) / s for n, v, s in zip(BOX_FIELDS, (x1, y1, x2, y2), (width, height) * 2)))
+        try: return cls(*(_coordinate(v, n) / s for n, v, s in zip(BOX_FIELDS, (x1, y1, x2, y2), (width, height) * 2)))
+        except ValueError as e: raise ValueError(f"Cannot read a pixel box from {shown([x1, y1, x2, y2])} on {width:g}x{height:g} px: {e}") from None
 
     @classmethod
     def parse(cls, value) -> Box:
@@ -127,7 +129,9 @@ BOX_KEYS = {  # key names -> how to turn their four values into (x1, y1, x2, y2)
 def _box_from_dict(d: dict) -> Box:
     lower = {str(k).lower(): v for k, v in d.items()}
     for keys, corners in BOX_KEYS.items():
-        if all(k in lower for k in keys): return Box(*corners(*(_coordinate(lower[k], k, d) for k in keys)))
+        if all(k in lower for k in keys):
+            try: return Box(*corners(*(_coordinate(lower[k], k) for k in keys)))
+            except ValueError as e: raise ValueError(f"Cannot read a box from {shown(d)}: {e}") from None
     raise ValueError(f"Cannot read a box from {shown(d)}: its keys {sorted(map(str, d))} are none of "
                      f"{' / '.join('{' + ', '.join(k) + '}' for k in BOX_KEYS)}")
 
@@ -149,7 +153,7 @@ def parse_boxes(value) -> list[Box]:
         raise ValueError(f"Cannot read boxes from {shown(value)}: expected a box [x1, y1, x2, y2], a list of boxes, or their string form")
     if len(value) == 0: return []
     nested = [_box_like(v) for v in value]
-    if not any(nested): return [Box.parse(value)]
+    if nested.count(True) <= nested.count(False): return [Box.parse(value)]
     if not all(nested):
         i = nested.index(False)
         raise ValueError(f"Cannot read boxes from {shown(value)}: element {i} ({shown(value[i])}) is not a box, the others are")
@@ -417,11 +421,12 @@ def _open(source, where: str) -> Image.Image:
 
 def _array_image(a: np.ndarray) -> Image.Image:
     "An 8-bit L, RGB or RGBA image from an (H, W) or (H, W, 1 | 3 | 4) array."
+    shape = a.shape
     if a.ndim == 3 and a.shape[-1] == 1: a = a[..., 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
-        raise ValueError(f"image array has shape {a.shape}: need (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), channels last "
+        raise ValueError(f"image array has shape {shape}: need (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), channels last "
                          "(transpose a channels-first array with a.transpose(1, 2, 0))")
-    if a.size == 0: raise ValueError(f"image array has shape {a.shape}: no pixels")
+    if a.size == 0: raise ValueError(f"image array has shape {shape}: no pixels")
     return Image.fromarray(np.ascontiguousarray(_to_uint8(a, f"image array of dtype {a.dtype}")))
 
 # %% ../nbs/00_data.ipynb #462941d9

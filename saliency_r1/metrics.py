@@ -240,8 +240,9 @@ def pixel_mask(cells: np.ndarray, # boolean (gh, gw) cell mask
                size: tuple[int, int], # (width, height) of the image
               ) -> np.ndarray:
     "The boolean `(height, width)` pixel mask of the chosen cells."
-    cells = np.asarray(cells, dtype=bool)
-    if cells.ndim != 2 or 0 in cells.shape: raise ValueError(f"cells must be a non-empty 2-D (gh, gw) mask, got shape {cells.shape}")
+    try: cells = np.asarray(cells, dtype=bool)
+    except (TypeError, ValueError): cells = np.zeros(0, bool)
+    if cells.ndim != 2 or 0 in cells.shape: raise ValueError(f"cells must be a non-empty 2-D (gh, gw) mask, got {shown(cells)}")
     gh, gw = cells.shape
     try: w, h = size
     except (TypeError, ValueError): raise TypeError(f"size must be a (width, height) pair, got {shown(size)}") from None
