@@ -99,8 +99,9 @@ class Box:
                          f"{' / '.join('{' + ', '.join(k) + '}' for k in BOX_KEYS)}")
 
     def to_list(self) -> list[float]: return [self.x1, self.y1, self.x2, self.y2]
-    def to_pixels(self, width: int, height: int) -> list[float]:
+    def to_pixels(self, width: float, height: float) -> list[float]:
         "Pixel coordinates on an image of `width` × `height`."
+        width, height = check_real(width, "width", low=0, low_open=True), check_real(height, "height", low=0, low_open=True)
         return [self.x1 * width, self.y1 * height, self.x2 * width, self.y2 * height]
     @property
     def area(self) -> float: return (self.x2 - self.x1) * (self.y2 - self.y1)
@@ -233,6 +234,8 @@ def _draw_object(draw: ImageDraw.ImageDraw, shape: str, colour: str, box: list[f
 # %% ../nbs/00_data.ipynb #29f6cec3
 def render_scene(objects: list[dict], width: int, height: int, grid: tuple[int, int], rng) -> Image.Image:
     "Draw `objects` (dicts with shape, colour, cell) and set each object's normalized `box`."
+    width, height = check_int(width, "width"), check_int(height, "height")
+    grid = (check_int(grid[0], "grid rows"), check_int(grid[1], "grid cols"))
     img = Image.fromarray(_background(rng, width, height))
     draw = ImageDraw.Draw(img)
     cw, ch = width / grid[1], height / grid[0]

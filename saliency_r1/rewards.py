@@ -147,6 +147,7 @@ def answer_text(completion) -> str | None:
 def accuracy_reward(completions: list, solution: list | None = None, # the ground-truth answers (dataset column)
                     rel_tol: float = 0.0, abs_tol: float = 1e-6, **kwargs) -> list[float]:
     "1.0 where the answer after `</think>` matches the row's `solution` (see `match_answer`), else 0.0."
+    rel_tol, abs_tol = check_real(rel_tol, "rel_tol", low=0), check_real(abs_tol, "abs_tol", low=0)
     solution = _column("solution", solution, len(completions), "accuracy_reward",
                        "add the ground-truth answers as `solution` (Saliency-R1-8k schema)")
     out = []

@@ -103,3 +103,19 @@ def test_pointing_tolerance_is_monotone(s, boxes, tol, size):
     if pointing_game(s, boxes, tolerance=tol, image_size=size):
         assert pointing_game(s, boxes, tolerance=tol + 10, image_size=size)
     if pointing_game(s, boxes): assert pointing_game(s, boxes, tolerance=tol, image_size=size)
+
+
+@given(maps, boxes_st(), st.floats(1e-300, 1e300))
+def test_energy_invariant_to_any_finite_scaling(s, boxes, c):
+    "Issue 12: maps are divided by their maximum before summing, so huge (1e308) or tiny values neither overflow nor vanish."
+    scaled = s * c
+    if not np.isfinite(scaled).all(): return
+    e = energy_pointing_game(scaled, boxes)
+    assert 0.0 <= e <= 1.0
+    if (scaled > 0).any() == (s > 0).any() and np.count_nonzero(scaled) == np.count_nonzero(s):
+        assert e == pytest.approx(energy_pointing_game(s, boxes), abs=1e-9)
+
+
+@given(grids, boxes_st())
+def test_uniform_map_of_the_largest_floats_scores_union_area(grid, boxes):
+    assert energy_pointing_game(np.full(grid, np.finfo(np.float64).max), boxes) == pytest.approx(union_area(boxes), abs=1e-9)
