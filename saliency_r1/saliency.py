@@ -572,7 +572,7 @@ def explain(model,                       # a supported VLM
         raise TypeError(f"explain got one image but question is a {type(question).__name__}: pass one question string, or a list of images")
     if batched and isinstance(question, str): raise TypeError(f"explain got {len(image)} images but one question string: pass a list of questions")
     images, questions = (list(image), list(question)) if batched else ([image], [question])
-    images = [to_rgb(im) for im in images]
+    images = [to_rgb(im, max_pixels=None) for im in images]  # the processor's own pixel budget decides the size
     completions = None if completion is None else (list(completion) if batched else [completion])
     if len(questions) != len(images) or (completions is not None and len(completions) != len(images)):
         raise ValueError(f"Got {len(images)} images, {len(questions)} questions and {len(completions or images)} completions: pass one of each per example")
