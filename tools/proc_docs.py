@@ -18,7 +18,11 @@ def process() -> Path:
     cfg = get_config()
     refresh_quarto_yml()
     nbdev.doclinks._build_modidx()
-    proc_nbs(n_workers=0)
+    try: proc_nbs(n_workers=0)
+    except Exception as e:
+        raise SystemExit(f"{e}\n\nnbdev's docs processing runs every cell that imports something (so show_doc can see the names), "
+                         "in a fresh shell with only such cells run before it: a test cell that imports and also uses names "
+                         "defined elsewhere fails here. Move its imports into the notebook's hidden import cell.") from e
     out = cfg.config_path / "_proc"
     nbs = cfg.nbs_path
     expected = {p.relative_to(nbs) for p in nbs.rglob("*.ipynb") if not any(s.startswith((".", "_")) for s in p.relative_to(nbs).parts)}
