@@ -1,0 +1,70 @@
+"bench/reproduce.py (issue 13): the acceptance rule on hand-made numbers, and a whole run at tiny sizes (JSON, table, figures, cache)."
+import json, math, sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import reproduce  # noqa: E402
+from saliency_r1.data import Box  # noqa: E402
+
+
+def _runs(**metric_per_seed):
+    "Fake runs: one per seed, each metric's value taken from the lists given."
+    n = len(next(iter(metric_per_seed.values())))
+    return [dict(seed=s, metrics={k: v[s] for k, v in metric_per_seed.items()}) for s in range(n)]
+
+
+def test_verdict_needs_two_sd_of_a_difference_on_every_claim_metric_and_no_accuracy_loss():
+    flat = lambda x, acc: _runs(**{m: x for m in reproduce.CLAIM_METRICS}, accuracy=acc)
+    b = flat([0.30, 0.31, 0.32], [0.90, 0.90, 0.90])
+    # +0.05 with sd 0.01 in both arms: the sd of a difference is 0.0141, so 3.5 sd
+    v = reproduce.verdict(dict(B=b, D=flat([0.35, 0.36, 0.37], [0.895, 0.895, 0.895])), "D")
+    assert v["holds"] and v["chain_energy_pg"]["sigmas"] == pytest.approx(0.05 / math.hypot(0.01, 0.01), abs=0.01)
+    # +0.02 is under 2 sd of the difference (0.028): the claim does not hold
+    assert not reproduce.verdict(dict(B=b, D=flat([0.32, 0.33, 0.34], [0.9, 0.9, 0.9])), "D")["holds"]
+    # localization holds but accuracy is 2 points lower
+    v = reproduce.verdict(dict(B=b, D=flat([0.35, 0.36, 0.37], [0.88, 0.88, 0.88])), "D")
+    assert not v["holds"] and not v["accuracy"]["passes"] and v["chain_pg"]["passes"]
+    assert reproduce.verdict(dict(D=b), "D") == {}  # no control arm, no verdict
+
+
+def test_pg_chance_is_the_share_of_cell_centres_in_the_boxes():
+    assert reproduce.pg_chance([Box(0, 0, 0.5, 0.5)], (4, 4)) == 4 / 16
+    assert reproduce.pg_chance([Box(0, 0, 0.5, 0.5), Box(0.5, 0.5, 1, 1)], (2, 2)) == 0.5
+    assert reproduce.pg_chance([Box(0.1, 0.1, 0.2, 0.2)], (2, 2)) == 0.0
+
+
+def test_wandering_is_read_in_the_thinking_only():
+    assert reproduce.wanders("<think>There is a red square at the top left. The circle is blue.</think>blue")
+    assert not reproduce.wanders("<think>The circle is blue.</think>There is")
+
+
+def test_tiny_run_writes_json_table_figures_and_reuses_its_cache(tmp_path):
+    "Arms A, B, D with 2 GRPO steps and 6 questions: every output appears, with the arm letters, command and versions."
+    out, cache = tmp_path / "r.json", tmp_path / "cache"
+    args = ["--arms", "A", "B", "D", "--seeds", "0", "--steps", "2", "--n", "6", "--deletion", "2", "--workers", "1",
+            "--no-validation", "--out", str(out), "--cache", str(cache)]
+    reproduce.main(args)
+    r = json.loads(out.read_text())
+    assert set(r["runs"]) == {"A", "B", "D"} and [x["seed"] for x in r["runs"]["D"]] == [0]
+    m = r["runs"]["D"][0]["metrics"]
+    for k in ("accuracy", "accuracy_hint", "format_rate", "blank_accuracy_hint", "chain_energy_pg", "chain_pg",
+              "top_token_energy_pg", "top_token_pg", "uniform_energy_pg", "pg_chance", "chain_deletion", "chain_insertion",
+              "wander_share", "accuracy_by_template"):
+        assert k in m, k
+    assert 0 <= m["chain_energy_pg"] <= 1 and m["chain_deletion_n"] <= 2
+    assert r["runs"]["D"][0]["train_minutes"] > 0 and r["runs"]["A"][0]["train_minutes"] is None
+    assert set(r["verdicts"]) == {"D"} and "holds" in r["verdicts"]["D"]
+    assert r["command"].startswith("python bench/reproduce.py") and r["versions"]["trl"] and r["versions"]["torch"]
+    shown = r["examples"]["B"]  # the first question of each template (at most 4), the same for every arm, with 4x4 maps
+    assert [e["index"] for e in shown] == [e["index"] for e in r["examples"]["D"]] and 1 <= len(shown) <= 4
+    assert len(shown[0]["chain"]) == 4 and len(shown[0]["top_token"][0]) == 4
+    table = out.with_suffix(".md").read_text()
+    assert table.startswith("| metric | A: cold start | B: GRPO format+accuracy | D: + saliency (chain, library) |")
+    for png in ("r_bars.png", "r_maps.png"): assert (tmp_path / png).stat().st_size < 200_000
+    stamps = {f: f.stat().st_mtime_ns for f in cache.rglob("*")}
+    reproduce.main(args)  # everything cached: nothing trained or measured again, the same numbers
+    assert {f: f.stat().st_mtime_ns for f in cache.rglob("*")} == stamps
+    assert json.loads(out.read_text())["runs"]["D"][0]["metrics"] == m
