@@ -24,20 +24,23 @@ import numpy as np
 import torch
 
 from saliency_r1.data import make_shapes_dataset
-from saliency_r1.grpo import SaliencyGRPOConfig, SaliencyGRPOTrainer, evaluate_saliency
+from saliency_r1.evaluate import evaluate
+from saliency_r1.grpo import SaliencyGRPOConfig, SaliencyGRPOTrainer
 from saliency_r1.models import pretrained_tiny
 from saliency_r1.sft import make_lora_config
 
 def wanders(text: str) -> bool: return "There is" in text.split("</think>")[0]
 
-def summary(r: dict) -> dict:
-    "Headline figures of evaluate_saliency, plus the wandering share and energy-PG per thinking style."
-    epg = r["per_example"]["energy_pg"]  # NaN where the completion is invalid
-    wander = np.array([wanders(e.text) for e in r["explanations"]])
+def summary(r) -> dict:
+    "Headline figures of an `EvalReport` (its first method's maps), plus the wandering share and energy-PG per thinking style."
+    s, method = r.summary(), r.methods[0]
+    epg = np.array([x["maps"][method]["energy_pg"] for x in r.records], dtype=float)  # NaN where the completion is invalid
+    wander = np.array([wanders(x["completion"]) for x in r.records])
     style = lambda m: round(float(np.nanmean(epg[m])), 4) if (m & ~np.isnan(epg)).any() else None
-    out = {k: round(v, 4) for k, v in r.items() if k not in ("explanations", "per_example", "n")}
-    return out | dict(wander_share=round(float(wander.mean()), 3), energy_pg_direct_thoughts=style(~wander),
-                      energy_pg_wandering_thoughts=style(wander))
+    out = dict(valid_rate=s["valid_rate"], energy_pg=s["maps"][method]["energy_pg"].mean, pointing_game=s["maps"][method]["pointing_game"].mean,
+               uniform_energy_pg=s["maps"]["uniform"]["energy_pg"].mean, accuracy=s["accuracy"])
+    return {k: round(v, 4) for k, v in out.items()} | dict(wander_share=round(float(wander.mean()), 3), energy_pg_direct_thoughts=style(~wander),
+                                                          energy_pg_wandering_thoughts=style(wander))
 
 def train(variant, steps, saliency_weight, seed, temperature, lr, prompts):
     model, processor = pretrained_tiny(variant=variant)
@@ -65,7 +68,7 @@ def main():
     torch.set_num_threads(a.threads)
     held_out = make_shapes_dataset(a.n, seed=a.eval_seed)
     model, processor = pretrained_tiny(variant=a.variant or None)
-    before = summary(evaluate_saliency(model, processor, held_out))
+    before = summary(evaluate(model, processor, held_out, blank=False))
     print(f"start: pretrained_tiny(variant={a.variant or None!r}); {a.n} held-out questions, eval seed {a.eval_seed}")
     print("before GRPO:", json.dumps(before), flush=True)
     runs = [("saliency reward", a.saliency_weight)] + ([("control: saliency weight 0", 0.0)] if a.control else [])
@@ -73,7 +76,7 @@ def main():
     for seed in a.seeds:
         for name, w in runs:
             model, processor, minutes, curve = train(a.variant or None, a.steps, w, seed, a.temperature, a.lr, a.prompts)
-            after = summary(evaluate_saliency(model, processor, held_out, progress=False))
+            after = summary(evaluate(model, processor, held_out, blank=False, progress=False))
             results[name].append(after)
             print(f"after {a.steps} GRPO steps ({name}, seed {seed}, {a.prompts} prompts x 8 generations, lr {a.lr}, "
                   f"{minutes:.1f} min on {a.threads} threads):", json.dumps(after))

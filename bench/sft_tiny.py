@@ -18,7 +18,8 @@ import torch
 
 from saliency_r1.data import make_shapes_dataset
 from saliency_r1.models import CHECKPOINTS, load_vlm
-from saliency_r1.sft import evaluate_vqa
+from saliency_r1.rewards import format_reward
+from saliency_r1.evaluate import evaluate
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,17 +43,19 @@ def main():
     model, processor = load_vlm(ckpt)
     held_out = make_shapes_dataset(a.n, seed=a.eval_seed)
     t = time.time()
-    res = evaluate_vqa(model, processor, held_out)
-    blank = evaluate_vqa(model, processor, held_out, blank=True)
+    report = evaluate(model, processor, held_out, methods=())  # accuracy and the blank-image control, no maps
+    res = report.summary()
     info_path = Path(ckpt) / "training_info.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     print(f"checkpoint      {ckpt}")
     print(f"training        {info}")
-    print(f"held-out        {res['n']} questions (seed {a.eval_seed}); evaluation took {time.time() - t:.1f} s for both runs")
+    print(f"held-out        {res['n']} questions (seed {a.eval_seed}); evaluation took {time.time() - t:.1f} s (with the blank-image run)")
     print(f"accuracy        {res['accuracy']:.1%}  (valid format and correct answer; target >= 90%)")
     print(f"format rate     {res['format_rate']:.1%}")
-    print(f"blank image     {blank['accuracy']:.1%}  (chance level {res['chance']:.1%}; format rate {blank['format_rate']:.1%})")
-    print("per template    " + ", ".join(f"{t}: {v:.1%} (blank {blank['by_template'][t]:.1%})" for t, v in res["by_template"].items()))
+    blank_format = sum(format_reward([r["blank_completion"] for r in report.records])) / res["n"]
+    print(f"blank image     {res['blank_accuracy']:.1%}  (chance level {res['chance']:.1%}; format rate {blank_format:.1%})")
+    by = {t: report.summary(t) for t in report.templates}
+    print("per template    " + ", ".join(f"{t}: {s['accuracy']:.1%} (blank {s['blank_accuracy']:.1%})" for t, s in by.items()))
     print(f"params          {sum(p.numel() for p in model.parameters()):,}")
 
 if __name__ == "__main__":

@@ -13,20 +13,19 @@ import matplotlib.pyplot as plt
 import torch
 from fastcore.basics import patch
 
-from tqdm.auto import tqdm
 from trl import GRPOConfig, GRPOTrainer
 
 from .data import (SYSTEM_PROMPT, DEFAULT_MAX_PIXELS, make_conversation, parse_boxes, to_rgb, make_shapes_dataset,
                               load_grounded_dataset, validate_row)
 from .models import load_vlm, pretrained_tiny, prepare_conversations
-from .metrics import cell_coverage, energy_pointing_game_batch, pointing_game_batch, score_maps, MAP_FLAGS
+from .metrics import score_maps, MAP_FLAGS
 from .rewards import format_reward, accuracy_reward, saliency_reward, completion_text
 from .sft import make_lora_config, ResumeFromCheckpoint
 from .viz import plot_examples
 from .saliency import METHODS, record_saliency, explain_batch, teacher_forced_inputs, explain, check_generation_options
 
 # %% auto #0
-__all__ = ['CAPTURE_MODES', 'SaliencyGRPOConfig', 'grpo_dataset', 'evaluate_saliency', 'default_rewards', 'SaliencyGRPOTrainer',
+__all__ = ['CAPTURE_MODES', 'SaliencyGRPOConfig', 'grpo_dataset', 'default_rewards', 'SaliencyGRPOTrainer',
            'forward_explanations', 'GRPOScriptArguments', 'run_grpo']
 
 # %% ../nbs/09_grpo.ipynb #120e4ae0
@@ -85,26 +84,6 @@ def grpo_dataset(dataset, system_prompt: str | None = SYSTEM_PROMPT, max_pixels:
         return dict(prompt=make_conversation(r, system_prompt), image=to_rgb(r["image"], max_pixels),
                     bbox=[b.to_list() for b in parse_boxes(r.get("bbox"))])
     return dataset.map(row, remove_columns=[c for c in ("image", "bbox") if c in cols])
-
-# %% ../nbs/09_grpo.ipynb #5303d057
-def evaluate_saliency(model, processor, dataset, method: str = "chain", batch_size: int = 32, max_new_tokens: int = 64,
-                      progress: bool = True) -> dict:
-    "Energy pointing game, pointing game, valid rate and accuracy of `model`'s answer maps on a grounded dataset (per-example scores, NaN where invalid, in `per_example`)."
-    exps = []
-    for i in tqdm(range(0, len(dataset), batch_size), desc="explaining", disable=not progress):
-        rows = dataset[i:i + batch_size]
-        exps += explain(model, processor, rows["image"], rows["problem"], method=method, max_new_tokens=max_new_tokens)
-    valid = np.array([e.valid for e in exps])
-    boxes = [parse_boxes(b) for b in dataset["bbox"]]
-    maps = [e.answer_map for e in exps]
-    epg, pg = energy_pointing_game_batch(maps, boxes), pointing_game_batch(maps, boxes)
-    epg[~valid], pg[~valid] = np.nan, np.nan
-    uniform = [cell_coverage(b, e.grid).mean() if b else np.nan for b, e in zip(boxes, exps)]
-    acc = accuracy_reward([e.text for e in exps], solution=dataset["solution"])
-    nanmean = lambda x: float(np.nanmean(x)) if not np.isnan(x).all() else float("nan")
-    return dict(n=len(exps), valid_rate=float(valid.mean()), energy_pg=nanmean(epg), pointing_game=nanmean(pg),
-                uniform_energy_pg=nanmean(np.array(uniform)), accuracy=float(np.mean(np.array(acc) * valid)),
-                per_example=dict(energy_pg=epg, pointing_game=pg), explanations=exps)
 
 # %% ../nbs/09_grpo.ipynb #14500812
 def default_rewards(args: SaliencyGRPOConfig) -> tuple[list, list[float]]:

@@ -14,17 +14,11 @@ import torch
 from transformers import Trainer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
-from PIL import Image
-from tqdm.auto import tqdm
-
-from .data import SYSTEM_PROMPT, TEMPLATES, make_conversation, format_completion, make_shapes_example, chance_level
-from .models import prepare_inputs
-from .rewards import accuracy_reward, format_reward
+from .data import SYSTEM_PROMPT, TEMPLATES, make_conversation, format_completion, make_shapes_example
 
 # %% auto #0
 __all__ = ['sft_example', 'shapes_stream', 'load_model_checkpoint', 'ResumeFromCheckpoint', 'lr_groups', 'time_cosine',
-           'SaliencySFTTrainer', 'TimeBudget', 'make_lora_config', 'sft', 'answer_questions', 'blank_image',
-           'evaluate_vqa']
+           'SaliencySFTTrainer', 'TimeBudget', 'make_lora_config', 'sft']
 
 # %% ../nbs/08_sft.ipynb #a2c33194
 def sft_example(row: dict, system_prompt: str | None = SYSTEM_PROMPT) -> dict:
@@ -201,37 +195,3 @@ def sft(model, processor, dataset, output_dir, *, max_steps: int = 1000, batch_s
     processor.save_pretrained(str(output_dir))
     trainer.model.eval()
     return trainer
-
-# %% ../nbs/08_sft.ipynb #dcc54c9a
-@torch.no_grad()
-def answer_questions(model, processor, images, questions, batch_size: int = 64, max_new_tokens: int = 64,
-                     system_prompt: str | None = SYSTEM_PROMPT, progress: bool = True, **generate_kwargs) -> list[str]:
-    "Greedy completions (think tags kept, end-of-turn removed) for `questions` about `images`."
-    model.eval()
-    out = []
-    for i in tqdm(range(0, len(questions), batch_size), desc="answering", disable=not progress):
-        enc = prepare_inputs(processor, images[i:i + batch_size], questions[i:i + batch_size], system_prompt=system_prompt,
-                             device=model.device)
-        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, **generate_kwargs)
-        out += processor.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    return out
-
-def blank_image(image: Image.Image) -> Image.Image:
-    "A uniform grey image of the same size: the blank-image control."
-    return Image.new("RGB", image.size, (128, 128, 128))
-
-# %% ../nbs/08_sft.ipynb #d0bc248c
-def evaluate_vqa(model, processor, dataset, batch_size: int = 64, blank: bool = False, max_new_tokens: int = 64,
-                 progress: bool = True, completions: list[str] | None = None) -> dict:
-    "Accuracy, format rate, per-template accuracy and chance level of `model` (or of given `completions`) on a grounded dataset."
-    if completions is None:
-        images = [blank_image(im) if blank else im for im in dataset["image"]]
-        completions = answer_questions(model, processor, images, dataset["problem"], batch_size, max_new_tokens, progress=progress)
-    fmt = format_reward(completions)
-    acc = [a * f for a, f in zip(accuracy_reward(completions, solution=dataset["solution"]), fmt)]
-    templates = dataset["template"] if "template" in dataset.column_names else ["all"] * len(dataset)
-    by_t = defaultdict(list)
-    for t, a in zip(templates, acc): by_t[t].append(a)
-    chance = float(np.mean([chance_level(t) for t in templates])) if "template" in dataset.column_names else None
-    return dict(n=len(acc), accuracy=float(np.mean(acc)), format_rate=float(np.mean(fmt)), chance=chance,
-                by_template={t: float(np.mean(v)) for t, v in sorted(by_t.items())}, blank=blank, completions=completions)
