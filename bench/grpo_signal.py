@@ -1,4 +1,4 @@
-"""Benchmark: the learning signal of Saliency-R1 GRPO on the tiny model (issue 5).
+"""Benchmark: the learning signal of Saliency-R1 GRPO on the tiny model (issues 5 and 9).
 
 From a shipped tiny model, N GRPO steps of the tiny CPU recipe (format + accuracy + saliency rewards, LoRA on
 q_proj/v_proj) should raise the held-out energy pointing game of the greedy answer maps. The default start is
@@ -8,15 +8,14 @@ the wandering one routes the answer through regions outside the evidence, so onl
 apart. `--control` trains the same steps with the saliency weight at 0 (same seed), to show the gain comes from the
 saliency reward and not from GRPO alone.
 
-Prints, before and after: held-out energy-PG, pointing game, accuracy, valid rate, the share of greedy thoughts
-that wander, and energy-PG per thinking style; the training curve; the seeds and minutes.
+The reward's map is `--method` (default: the library's "chain"); the held-out maps are measured with that method
+and with "top_token" (the direct map of the one thinking token the answer draws on most), which no run is rewarded
+on, so the metric is not just the objective.
 
-    python bench/grpo_signal.py [--steps 300] [--n 200] [--control] [--seeds 0 1 2] [--prompts 4] [--lr 5e-4] [--variant wander]
+Prints, before and after: held-out energy-PG and pointing game of both maps, accuracy, valid rate, the share of
+greedy thoughts that wander, and energy-PG per thinking style; the training curve; the seeds and minutes.
 
-Measured (2 CPU cores, 3.2 min per run; `--control`, seeds 0 1 2): held-out energy-PG 0.143 before; after 300 steps
-0.172 (sd 0.007) with the saliency reward and 0.158 (sd 0.005) without it; paired by seed +0.015, +0.002, +0.026.
-Wandering thoughts fall from 53% to 14% with the saliency reward and to 24-35% without. The uniform map scores 0.201:
-the tiny model's first-order answer maps are weak, and the benchmark measures the change, not the level.
+    python bench/grpo_signal.py [--steps 300] [--n 200] [--control] [--seeds 0 1 2] [--prompts 4] [--lr 5e-4] [--variant wander] [--method chain]
 """
 import argparse, json, tempfile, time
 
@@ -32,22 +31,23 @@ from saliency_r1.sft import make_lora_config
 def wanders(text: str) -> bool: return "There is" in text.split("</think>")[0]
 
 def summary(r) -> dict:
-    "Headline figures of an `EvalReport` (its first method's maps), plus the wandering share and energy-PG per thinking style."
+    "Headline figures of an `EvalReport`: energy-PG and PG of each method (the first is the reward's), the wandering share, energy-PG per thinking style."
     s, method = r.summary(), r.methods[0]
     epg = np.array([x["maps"][method]["energy_pg"] for x in r.records], dtype=float)  # NaN where the completion is invalid
     wander = np.array([wanders(x["completion"]) for x in r.records])
     style = lambda m: round(float(np.nanmean(epg[m])), 4) if (m & ~np.isnan(epg)).any() else None
     out = dict(valid_rate=s["valid_rate"], energy_pg=s["maps"][method]["energy_pg"].mean, pointing_game=s["maps"][method]["pointing_game"].mean,
                uniform_energy_pg=s["maps"]["uniform"]["energy_pg"].mean, accuracy=s["accuracy"])
+    for m in r.methods[1:]: out |= {f"{m}_energy_pg": s["maps"][m]["energy_pg"].mean, f"{m}_pointing_game": s["maps"][m]["pointing_game"].mean}
     return {k: round(v, 4) for k, v in out.items()} | dict(wander_share=round(float(wander.mean()), 3), energy_pg_direct_thoughts=style(~wander),
                                                           energy_pg_wandering_thoughts=style(wander))
 
-def train(variant, steps, saliency_weight, seed, temperature, lr, prompts):
+def train(variant, steps, saliency_weight, seed, temperature, lr, prompts, method):
     model, processor = pretrained_tiny(variant=variant)
     cfg = SaliencyGRPOConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=8 * prompts, num_generations=8,
                              max_completion_length=64, learning_rate=lr, lr_scheduler_type="constant", beta=0.001,
                              temperature=temperature, logging_steps=5, save_strategy="no", report_to="none", seed=seed,
-                             disable_tqdm=False, saliency_weight=saliency_weight)
+                             disable_tqdm=False, saliency_weight=saliency_weight, saliency_method=method)
     trainer = SaliencyGRPOTrainer(model, cfg, train_dataset=make_shapes_dataset(steps * prompts, seed=2), processing_class=processor,
                                   peft_config=make_lora_config(model, ["q_proj", "v_proj"], dropout=0.0))
     t = time.time(); trainer.train(); minutes = (time.time() - t) / 60
@@ -64,19 +64,21 @@ def main():
     p.add_argument("--temperature", type=float, default=1.0); p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--saliency-weight", type=float, default=1.0)
     p.add_argument("--variant", default="wander", help="shipped tiny checkpoint to start from ('' for the plain SFT model)")
+    p.add_argument("--method", default="chain", help="the saliency reward's map (also the first held-out metric)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     held_out = make_shapes_dataset(a.n, seed=a.eval_seed)
     model, processor = pretrained_tiny(variant=a.variant or None)
-    before = summary(evaluate(model, processor, held_out, blank=False))
+    methods = (a.method, "top_token") if a.method != "top_token" else ("top_token", "chain")
+    before = summary(evaluate(model, processor, held_out, methods=methods, blank=False))
     print(f"start: pretrained_tiny(variant={a.variant or None!r}); {a.n} held-out questions, eval seed {a.eval_seed}")
     print("before GRPO:", json.dumps(before), flush=True)
     runs = [("saliency reward", a.saliency_weight)] + ([("control: saliency weight 0", 0.0)] if a.control else [])
     results = {name: [] for name, _ in runs}
     for seed in a.seeds:
         for name, w in runs:
-            model, processor, minutes, curve = train(a.variant or None, a.steps, w, seed, a.temperature, a.lr, a.prompts)
-            after = summary(evaluate(model, processor, held_out, blank=False, progress=False))
+            model, processor, minutes, curve = train(a.variant or None, a.steps, w, seed, a.temperature, a.lr, a.prompts, a.method)
+            after = summary(evaluate(model, processor, held_out, methods=methods, blank=False, progress=False))
             results[name].append(after)
             print(f"after {a.steps} GRPO steps ({name}, seed {seed}, {a.prompts} prompts x 8 generations, lr {a.lr}, "
                   f"{minutes:.1f} min on {a.threads} threads):", json.dumps(after))
@@ -85,13 +87,18 @@ def main():
                   f"{before['pointing_game']:.3f} -> {after['pointing_game']:.3f}, accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f}, "
                   f"wandering thoughts {before['wander_share']:.0%} -> {after['wander_share']:.0%}", flush=True)
     print(f"\nsummary over seeds {a.seeds} (held-out energy-PG before: {before['energy_pg']:.3f}; uniform map {before['uniform_energy_pg']:.3f})")
+    keys = [("energy_pg", f"{a.method} energy-PG"), ("pointing_game", f"{a.method} PG"),
+            (f"{methods[1]}_energy_pg", f"{methods[1]} energy-PG (not rewarded)"), (f"{methods[1]}_pointing_game", f"{methods[1]} PG"),
+            ("accuracy", "accuracy"), ("wander_share", "wandering")]
+    print("\n| run | " + " | ".join(label for _, label in keys) + " |\n|---|" + "---|" * len(keys))
+    print("| before | " + " | ".join(f"{before[k]:.3f}" for k, _ in keys) + " |")
     for name, rs in results.items():
-        e = np.array([r["energy_pg"] for r in rs])
-        print(f"  {name:28s} energy-PG after {e.mean():.3f} (sd {e.std(ddof=1) if len(e) > 1 else 0:.3f}; per seed {np.round(e, 3).tolist()}), "
-              f"change {e.mean() - before['energy_pg']:+.3f}; accuracy {np.mean([r['accuracy'] for r in rs]):.3f}")
+        cells = [np.array([r[k] for r in rs]) for k, _ in keys]
+        print(f"| {name} | " + " | ".join(f"{c.mean():.3f} ± {c.std(ddof=1) if len(c) > 1 else 0:.3f}" for c in cells) + " |")
     if a.control:
-        d = np.array([s_["energy_pg"] - c["energy_pg"] for s_, c in zip(*results.values())])
-        print(f"  saliency minus control, paired by seed: {d.mean():+.3f} (per seed {np.round(d, 3).tolist()})")
+        for k, label in keys[:4]:
+            d = np.array([s_[k] - c[k] for s_, c in zip(*results.values())])
+            print(f"  {label}: saliency minus control, paired by seed: {d.mean():+.3f} (per seed {np.round(d, 3).tolist()})")
 
 if __name__ == "__main__":
     main()
