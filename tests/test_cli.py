@@ -59,6 +59,18 @@ def test_explain_on_a_png_from_data(tmp_path):
     assert info["valid"] and info["method"] == "chain" and 0 <= info["energy_in_boxes"] <= 1 and len(info["answer_map"]) == 4
     assert seconds < 60, f"explain took {seconds:.0f} s (target: under a minute on 2 cores)"
 
+def test_explain_with_a_checkpoint_folder(tmp_path):
+    "explain --model FOLDER: any saved checkpoint; an answer without <think>…</think> structure is said, not a crash."
+    from saliency_r1.models import tiny_vlm
+    model, processor = tiny_vlm(seed=3)
+    model.save_pretrained(tmp_path / "m"); processor.save_pretrained(tmp_path / "m")
+    assert run("data", "--out", tmp_path / "d.jsonl", "--n", "1").returncode == 0
+    r = run("explain", "--model", tmp_path / "m", "--image", tmp_path / "images" / "000000.png", "--question", "What colour is it?",
+            "--bbox", "[0, 0, 0.5, 0.5]", "--max-new-tokens", "8", "--out", tmp_path / "x")
+    assert r.returncode == 0, r.stderr
+    assert "no <think>…</think>answer structure" in r.stdout and (tmp_path / "x" / "overlay.png").exists()
+    assert not (tmp_path / "x" / "reasoning_flow.png").exists()
+
 def test_eval_synthetic_200(tmp_path):
     "eval --dataset synthetic --n 200: report.json, report.md and report.png, under a minute."
     t = time.time()
