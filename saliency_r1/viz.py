@@ -212,16 +212,17 @@ def shade_tokens(ax, tokens: list[str], weights, cmap: str = "Oranges", fontsize
     r, width = ax.figure.canvas.get_renderer(), ax.get_window_extent().width
     height = ax.get_window_extent().height
     line = line or 1.6 * fontsize * ax.figure.dpi / 72 / height  # line height in axes units
-    space = 0.35 * fontsize * ax.figure.dpi / 72 / width
+    space = 0.3 * fontsize * ax.figure.dpi / 72 / width
+    pad = 0.15 * fontsize * ax.figure.dpi / 72 / width         # the background's margin around each token
     x, y, colours = x0, y0, plt.get_cmap(cmap)
     for tok, w in zip(tokens, weights):
         text, lead = tok.strip(), tok[:1].isspace()
         if not text: continue
         x += space if lead and x > x0 else 0
-        t = ax.text(x, y, text, transform=ax.transAxes, va="top", ha="left", fontsize=fontsize,
+        t = ax.text(x + pad, y, text, transform=ax.transAxes, va="top", ha="left", fontsize=fontsize,
                     color="white" if w > 0.6 else "black", bbox=dict(boxstyle="square,pad=0.15", fc=colours(0.85 * w), ec="none"))
-        w_ax = t.get_window_extent(r).width / width
-        if x + w_ax > 1 and x > x0: x, y = x0, y - line; t.set_position((x, y))
+        w_ax = t.get_window_extent(r).width / width + 2 * pad
+        if x + w_ax > 1 and x > x0: x, y = x0, y - line; t.set_position((x + pad, y))
         x += w_ax
     return y - line
 
