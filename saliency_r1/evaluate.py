@@ -225,7 +225,8 @@ def plot(self: EvalReport, examples: int = 3, size: float = 1.9):
     top, bottom = fig.subfigures(2, 1, height_ratios=[2.6, max(size * 1.15 * len(shown), 0.01)])
     for ax, metric in zip(np.atleast_1d(top.subplots(1, len(metrics))), metrics):
         st = [s["maps"][m][metric] for m in self.methods]
-        ax.bar(range(ncols), [x.mean for x in st], yerr=[0 if math.isnan(x.se) else x.se for x in st], color="tab:orange", capsize=3)
+        ax.bar(range(ncols), [x.mean for x in st], width=0.6, yerr=[0 if math.isnan(x.se) else x.se for x in st], color="tab:orange", capsize=3)
+        ax.set_xlim(-0.7, ncols - 0.3)
         base = s["maps"]["uniform"][metric].mean if metric in ("energy_pg", "pointing_game") else 0.0
         ax.axhline(base, ls="--", color="grey", label="uniform map" if metric in ("energy_pg", "pointing_game") else "random ranking")
         ax.set_xticks(range(ncols), self.methods, rotation=45, ha="right", fontsize=7)
