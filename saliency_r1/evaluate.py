@@ -95,7 +95,7 @@ METRICS = {"energy_pg": "energy-PG", "pointing_game": "pointing game", "deletion
 class EvalReport:
     "What `evaluate` measured: a record per example, each method's explanations (maps only), and summaries."
     methods: tuple[str, ...]        # the saliency methods, in the order asked
-    records: list[dict]             # one per example (see above)
+    records: list[dict] = field(repr=False)  # one per example (see above)
     explanations: dict[str, list[Explanation]] = field(default_factory=dict, repr=False)  # method -> one per example
     images: list = field(default_factory=list, repr=False)   # the examples' images, for `plot`
     boxes: list = field(default_factory=list, repr=False)    # the examples' evidence boxes, for `plot`
