@@ -176,7 +176,7 @@ def make_conversation(example: dict, system_prompt: str | None = SYSTEM_PROMPT) 
     return msgs + [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
 
 def format_completion(thinking: str, answer: str) -> str:
-    "The target completion `<think>thinking</think>answer` (PAPER.md section 6 format)."
+    "The target completion `<think>thinking</think>answer` (the format Saliency-R1's format reward checks, `03_rewards`)."
     return f"<think>{thinking}</think>{answer}"
 
 # %% ../nbs/00_data.ipynb #25e9ffb8
