@@ -251,7 +251,7 @@ class Explanation:
     answer_map: np.ndarray          # float32 (gh, gw), non-negative
     think_flow: np.ndarray | None   # "chain"/"top_token": c(t) ≥ 0, "cot": signed flow; float32 (len(think_span),); else None
     method: str                     # one of METHODS: "chain", "top_token", "cot", "direct", "attention", "rollout", "gradient"
-    think_maps: np.ndarray | None = None # "chain"/"top_token": D_t of each thinking token, float32 (len(think_span), gh, gw)
+    think_maps: np.ndarray | None = None # "chain"/"top_token": D_t of each thinking token, float32 (len(think_span), gh, gw); zero where chain_coverage < 1 skipped it
     _row: object = field(default=None, repr=False, compare=False)
 
     def token_map(self, k: int) -> np.ndarray:

@@ -160,8 +160,8 @@ def show(self: Explanation, image, ax=None, boxes=None, alpha: float = 0.7, mode
 
 # %% ../nbs/06_viz.ipynb #7109a6ed
 def token_maps(e: Explanation, ks) -> np.ndarray:
-    "Signed direct maps D_k of completion tokens `ks`, float32 (len(ks), gh, gw): from `think_maps` where it holds them, else the recording."
-    held = e.think_maps is not None and e.think_span is not None
+    "Signed direct maps D_k of completion tokens `ks`, float32 (len(ks), gh, gw): from the recording when the explanation keeps it, else from `think_maps`."
+    held = e._row is None and e.think_maps is not None and e.think_span is not None  # think_maps is zero where chain_coverage < 1 skipped a token
     return np.stack([e.think_maps[k - e.think_span.start] if held and k in e.think_span else e.token_map(k) for k in ks])
 
 def _role(e: Explanation, k: int) -> str:
