@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cli.ipynb #89982e21
 from __future__ import annotations
-import argparse, dataclasses, importlib.resources, json, sys, time, warnings
+import argparse, dataclasses, importlib.resources, json, math, sys, time, warnings
 from pathlib import Path
 
 # %% auto #0
@@ -14,6 +14,26 @@ __all__ = ['RECIPES', 'COMMON_TRAIN_OPTIONS', 'CLIError', 'cmd_sft', 'cmd_data',
 # %% ../nbs/10_cli.ipynb #403d5029
 class CLIError(Exception):
     "An error the user can fix; printed as one line."
+
+class _Parser(argparse.ArgumentParser):
+    "argparse whose usage errors are one line on stderr (exit code 2)."
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+def _number(cast, low=None, high=None, low_open=False, what="a number"):
+    "An argparse type: `cast(text)`, finite, within [low, high] (open where said), or one error naming the range."
+    def parse(text: str):
+        try: v = cast(text)
+        except ValueError: raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(v) or (low is not None and (v <= low if low_open else v < low)) or (high is not None and v > high):
+            rng = f"{'>' if low_open else '>='} {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be {rng}, got {text}")
+        return v
+    return parse
+
+_count, _count0 = _number(int, 1, what="an integer"), _number(int, 0, what="an integer")  # >= 1, >= 0
+_rate, _positive = _number(float, 0.0, 1.0), _number(float, 0.0, low_open=True)          # in [0, 1], > 0
 
 def _pair(text: str) -> tuple[int, int]:
     "'112' or '200x150' as (width, height)."
@@ -273,27 +293,27 @@ def _model_args(p):
 
 def _eval_args(p, n, seed, out, methods):
     p.add_argument("--methods", nargs="+", default=methods, help=f"saliency methods (default: {methods or 'all, chain first'})")
-    p.add_argument("--n", type=int, default=n, help="questions (synthetic: how many to draw, default 200; else the first N rows)"
+    p.add_argument("--n", type=_count, default=n, help="questions (synthetic: how many to draw, default 200; else the first N rows)"
                    if n is None else f"held-out questions (default {n})")
     p.add_argument("--seed", type=int, default=seed, help=f"seed of the synthetic questions (default {seed})")
-    p.add_argument("--deletion", type=int, default=0, help="deletion/insertion curves on the first N valid examples (default 0: none)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--deletion", type=_count0, default=0, help="deletion/insertion curves on the first N valid examples (default 0: none)")
+    p.add_argument("--batch-size", type=_count, default=32)
+    p.add_argument("--max-new-tokens", type=_count, default=64)
     p.add_argument("--no-blank", action="store_true", help="skip the blank-image control")
     p.add_argument("--out", default=out, help=f"output folder (default {out})")
     _model_args(p)
 
 def build_parser() -> argparse.ArgumentParser:
     "The `saliency-r1` argument parser."
-    p = argparse.ArgumentParser(prog="saliency-r1", description="Saliency-R1: saliency maps for VLM answers, rewards and GRPO.")
+    p = _Parser(prog="saliency-r1", description="Saliency-R1: saliency maps for VLM answers, rewards and GRPO.")
     sub = p.add_subparsers(dest="command", required=True, metavar="{data,sft,train,explain,eval,demo}")
     d = sub.add_parser("data", help="write a synthetic grounded VQA dataset to disk")
     d.add_argument("--out", required=True, help="folder (save_to_disk), or a .parquet / .jsonl path")
-    d.add_argument("--n", type=int, default=1000, help="number of rows")
+    d.add_argument("--n", type=_count, default=1000, help="number of rows")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--image-size", type=_pair, default=(112, 112), help="112 or WIDTHxHEIGHT")
-    d.add_argument("--shortcut-rate", type=float, default=0.0, help="share of questions that leak their answer")
-    d.add_argument("--wander-rate", type=float, default=0.0, help="share of reference thoughts that describe the distractors first")
+    d.add_argument("--shortcut-rate", type=_rate, default=0.0, help="share of questions that leak their answer")
+    d.add_argument("--wander-rate", type=_rate, default=0.0, help="share of reference thoughts that describe the distractors first")
     d.add_argument("--templates", default=None, help="comma-separated subset of colour,shape,relation,count,exists")
     d.set_defaults(func=cmd_data)
 
@@ -304,19 +324,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default=None)
     s.add_argument("--arch", default="qwen2_5_vl", choices=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
     s.add_argument("--init", default=None, help="continue full fine-tuning of a tiny model from this folder (e.g. a second, low-lr stage)")
-    s.add_argument("--steps", type=int, default=12000, help="max optimizer steps (the cosine schedule's length)")
-    s.add_argument("--minutes", type=float, default=None, help="wall-clock budget; stops early when spent")
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--lr", type=float, default=2e-3)
-    s.add_argument("--vision-lr-mult", type=float, default=1.0, help="learning-rate factor for the vision tower")
-    s.add_argument("--warmup", type=int, default=200)
-    s.add_argument("--curriculum-steps", type=int, default=1500, help="steps of distractor-free scenes first")
-    s.add_argument("--wander-rate", type=float, default=0.0, help="share of synthetic reference thoughts that describe the distractors first")
+    s.add_argument("--steps", type=_count, default=12000, help="max optimizer steps (the cosine schedule's length)")
+    s.add_argument("--minutes", type=_positive, default=None, help="wall-clock budget; stops early when spent")
+    s.add_argument("--batch-size", type=_count, default=32)
+    s.add_argument("--lr", type=_positive, default=2e-3)
+    s.add_argument("--vision-lr-mult", type=_positive, default=1.0, help="learning-rate factor for the vision tower")
+    s.add_argument("--warmup", type=_count0, default=200)
+    s.add_argument("--curriculum-steps", type=_count0, default=1500, help="steps of distractor-free scenes first")
+    s.add_argument("--wander-rate", type=_rate, default=0.0, help="share of synthetic reference thoughts that describe the distractors first")
     s.add_argument("--image-size", type=_pair, default=(112, 112))
     s.add_argument("--lora", nargs="+", default=None, help="LoRA target modules (default for --model: q_proj v_proj)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--logging-steps", type=int, default=100)
-    s.add_argument("--save-steps", type=int, default=None)
+    s.add_argument("--logging-steps", type=_count, default=100)
+    s.add_argument("--save-steps", type=_count, default=None)
     s.add_argument("--resume-from-checkpoint", default=None)
     s.set_defaults(func=cmd_sft)
 
@@ -330,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--bbox", default=None, help='evidence box "[x1,y1,x2,y2]" normalized to [0, 1] (or a list of boxes): '
                                                 "prints the share of the map's energy inside it")
     x.add_argument("--out", default="outputs/explain", help="output folder")
-    x.add_argument("--max-new-tokens", type=int, default=256)
+    x.add_argument("--max-new-tokens", type=_count, default=256)
     _model_args(x)
     x.set_defaults(func=cmd_explain)
 
@@ -342,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("demo", help="the main job: evaluate the shipped tiny model with every saliency method, write outputs/demo/")
     _eval_args(m, n=500, seed=1000, out="outputs/demo", methods=None)
-    m.add_argument("--examples", type=int, default=8, help="examples in the figure")
+    m.add_argument("--examples", type=_count, default=8, help="examples in the figure")
     m.set_defaults(func=cmd_demo, dataset="synthetic", split=None)
     return p
 
@@ -353,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*gradient_checkpointing.* is deprecated", category=FutureWarning)  # TRL's config
     if argv[:1] == ["train"]: command, run = "train", lambda: cmd_train(argv[1:])
     else:
-        args = build_parser().parse_args(argv)
+        try: args = build_parser().parse_args(argv)
+        except SystemExit as e: return e.code  # --help (0) or a usage error, already printed as one line (2)
         command, run = args.command, lambda: args.func(args)
     try: run()
     except (CLIError, FileNotFoundError, ValueError) as e:
