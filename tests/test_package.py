@@ -31,7 +31,7 @@ def venv(dist, tmp_path_factory):
     v = tmp_path_factory.mktemp("venv")
     t0 = time.time()
     sh(sys.executable, "-m", "venv", v)
-    pip = [v / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    pip = [v / "bin" / "python", "-m", "pip", "install", "-q", "--no-compile", "--disable-pip-version-check"]
     sh(*pip, *TORCH)
     sh(*pip, next(dist.glob("*.whl")))
     print(f"fresh venv with the wheel: {time.time() - t0:.1f} s")
