@@ -16,7 +16,7 @@ from fastcore.basics import patch
 from trl import GRPOConfig, GRPOTrainer
 
 from .data import (SYSTEM_PROMPT, DEFAULT_MAX_PIXELS, make_conversation, parse_boxes, to_rgb, make_shapes_dataset,
-                              load_grounded_dataset, validate_row)
+                              load_grounded_dataset, validate_row, check_int, check_real)
 from .models import load_vlm, pretrained_tiny, prepare_conversations
 from .metrics import score_maps, MAP_FLAGS
 from .rewards import format_reward, accuracy_reward, saliency_reward, completion_text
@@ -49,6 +49,9 @@ class SaliencyGRPOConfig(GRPOConfig):
             raise ValueError("saliency_weight is non-zero but saliency_capture='off': the saliency reward needs maps")
         if self.use_vllm and self.saliency_capture == "generate":
             raise ValueError("vLLM returns no attention: use saliency_capture='forward' with use_vllm=True")
+        for name in ("format_weight", "accuracy_weight", "saliency_weight"): check_real(getattr(self, name), name)
+        if self.max_pixels is not None: check_int(self.max_pixels, "max_pixels")
+        check_int(self.log_saliency_examples, "log_saliency_examples", minimum=0)
         if not torch.cuda.is_available():
             self.use_cpu, self.bf16 = True, False
         super().__post_init__()
@@ -217,6 +220,10 @@ class GRPOScriptArguments:
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
     attn_implementation: str | None = field(default=None, metadata={"help": "attention kernel of the loaded model"})
+
+    def __post_init__(self):
+        check_int(self.n_train, "n_train"); check_int(self.lora_r, "lora_r"); check_int(self.dataset_seed, "dataset_seed", minimum=0)
+        check_real(self.lora_alpha, "lora_alpha", low=0, low_open=True); check_real(self.lora_dropout, "lora_dropout", 0, 1, high_open=True)
 
 # %% ../nbs/09_grpo.ipynb #bf9f0290
 def run_grpo(config: SaliencyGRPOConfig, script: GRPOScriptArguments) -> SaliencyGRPOTrainer:
