@@ -35,7 +35,8 @@ step "README.md agrees with nbs/index.ipynb"
 python tools/readme.py --check
 
 step "nbdev_test"
-nbdev_test --n_workers 2
+# two notebooks at a time on two cores: one OpenMP thread each (two threads each oversubscribe the cores and ran up to 10x slower)
+OMP_NUM_THREADS=1 nbdev_test --n_workers 2
 
 step "pytest (with the wheel test and the docs preview in Chromium)"
 python -m pytest -q -rs --durations=8 tests
