@@ -316,8 +316,11 @@ class _Row:
         "m of completion tokens `ks` (a range or a tensor of completion indices) on the key positions `keys` (default: the image tokens), (H, K, n)."
         contiguous = isinstance(ks, range)
         name = ks if contiguous else tuple(ks.tolist())
-        if name not in self._u: self._u[name] = self.ad.unembedding(self.y[ks.start:ks.stop] if contiguous else self.y[ks]).float()
-        w = head_readout(self.ad.o_weight(layer).float(), self.ad.gamma.float(), self._u[name], self.ad.n_heads)
+        if name not in self._u:  # one readout per distinct token id: thinking repeats its words
+            ids, inverse = (self.y[ks.start:ks.stop] if contiguous else self.y[ks]).unique(return_inverse=True)
+            self._u[name] = self.ad.unembedding(ids).float(), inverse
+        u, inverse = self._u[name]
+        w = head_readout(self.ad.o_weight(layer).float(), self.ad.gamma.float(), u, self.ad.n_heads)[:, inverse]
         q = self.P - 1 - self.rec.keep_from  # kept row of token 0's query
         inv_rms = self.rec.inv_rms[self.b, q + ks.start:q + ks.stop] if contiguous else self.rec.inv_rms[self.b, q + ks]
         return value_logits(w, self.values(layer, keys), inv_rms)
