@@ -212,8 +212,9 @@ def markdown_table(results: dict, info: dict) -> str:
              if any(key in r["metrics"] for r in results[arms[0]])]
     base = results[arms[0]][0]["metrics"]
     foot = (f"\n\nBaselines on the same questions: uniform-map energy-PG {base['uniform_energy_pg']:.3f}, random-cell pointing "
-            f"game {base['pg_chance']:.3f}. {info['n']} questions per set; deletion/insertion on the first {info['deletion']} valid "
-            f"questions; seeds {info['seeds']} (A is deterministic: one evaluation).")
+            f"game {base['pg_chance']:.3f}. {info['n']} questions per set"
+            + (f"; deletion/insertion on the first {info['deletion']} valid questions" if info["deletion"] else "")
+            + f"; seeds {info['seeds']} (A is deterministic: one evaluation).")
     return head + "\n".join(lines) + foot
 
 def plot_bars(results: dict, path: Path):
@@ -252,11 +253,11 @@ def plot_maps(results: dict, path: Path, split: str, n: int):
     data = make_shapes_dataset(n, seed=SPLITS[split][0])
     ex = results[arms[0]][0]["examples"]
     fig, axs = plt.subplots(len(arms), len(ex), figsize=(1.9 * len(ex), 2.05 * len(arms)), layout="constrained", squeeze=False)
-    for row, k in zip(axs, arms):
+    for i, (row, k) in enumerate(zip(axs, arms)):
         for ax, e in zip(row, results[k][0]["examples"]):
             r = data[e["index"]]
             answer = e["completion"].split("</think>")[-1].strip()[:14]
-            question = r["problem"][:32] + "\n" if row is axs[0] else ""
+            question = r["problem"][:32] + "\n" if i == 0 else ""
             show_saliency(r["image"], np.array(e["chain"]), r["bbox"], ax, colorbar=False,
                           title=f"{question}{k}: {answer} {'✓' if e['correct'] else '✗'}")
             ax.set_xticks([]); ax.set_yticks([])
