@@ -23,9 +23,9 @@ from .attribution import (head_readout, value_logits, direct_contribution, cot_b
                                      gradient_x_input)
 
 # %% auto #0
-__all__ = ['ADAPTERS', 'SALIENCY_ATTENTION', 'RECORDED_METHODS', 'METHODS', 'unwrap_model', 'linear_weight', 'QwenVLAdapter',
-           'Qwen3VLAdapter', 'adapter_for', 'recording_sdpa', 'SaliencyRecording', 'record_saliency', 'find_spans',
-           'Explanation', 'teacher_forced_inputs', 'token_texts', 'explain_batch', 'tokenize_completions',
+__all__ = ['ADAPTERS', 'SALIENCY_ATTENTION', 'RECORDING_ATTR', 'RECORDED_METHODS', 'METHODS', 'unwrap_model', 'linear_weight',
+           'QwenVLAdapter', 'Qwen3VLAdapter', 'adapter_for', 'recording_sdpa', 'SaliencyRecording', 'record_saliency',
+           'find_spans', 'Explanation', 'teacher_forced_inputs', 'token_texts', 'explain_batch', 'tokenize_completions',
            'check_generation_options', 'explain']
 
 # %% ../nbs/05_saliency.ipynb #8ccc7356
@@ -96,12 +96,14 @@ def adapter_for(model) -> QwenVLAdapter:
 
 # %% ../nbs/05_saliency.ipynb #a48b749c
 SALIENCY_ATTENTION = "saliency_sdpa"
-_ACTIVE: dict[torch.nn.Module, tuple] = {}  # attention module -> (recording, layer index), only while recording
+RECORDING_ATTR = "_saliency_recording"  # set on each attention module while recorded: (recording, layer index)
+# The recording hangs on the module, not in a dict of this file: the attention registry is process-wide, so a
+# re-executed copy of this code (a notebook run after the package import) must still find the active recording.
 
 def recording_sdpa(module, query, key, value, attention_mask, **kwargs):
     "PyTorch SDPA attention that also hands the query rows, keys and values of recorded layers to their recording."
     out = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    if (hit := _ACTIVE.get(module)) is not None: hit[0].add(hit[1], query, key, value)
+    if (hit := getattr(module, RECORDING_ATTR, None)) is not None: hit[0].add(hit[1], query, key, value)
     return out
 
 AttentionInterface.register(SALIENCY_ATTENTION, recording_sdpa)
@@ -198,17 +200,17 @@ def record_saliency(model,                          # a supported VLM (PEFT-wrap
     "Record what the saliency maps need during one `model.generate` (or one teacher-forced forward) of a batch."
     adapter = adapter_for(model)
     modules = adapter.attention_modules
-    if any(m in _ACTIVE for m in modules): raise RuntimeError("This model is already being recorded: record_saliency does not nest")
+    if any(getattr(m, RECORDING_ATTR, None) is not None for m in modules): raise RuntimeError("This model is already being recorded: record_saliency does not nest")
     rec, hf = SaliencyRecording(adapter, prompt_length, rollout), adapter.model
     previous = hf.config.text_config._attn_implementation
     if previous != SALIENCY_ATTENTION: hf.set_attn_implementation({"text_config": SALIENCY_ATTENTION})
     hooks = [hf.register_forward_pre_hook(rec.capture_prompt, with_kwargs=True),
              adapter.vision.register_forward_pre_hook(rec.capture_image, with_kwargs=True),
              adapter.final_norm.register_forward_hook(rec.record_rms)]
-    _ACTIVE.update({m: (rec, l) for l, m in enumerate(modules)})
+    for l, m in enumerate(modules): setattr(m, RECORDING_ATTR, (rec, l))
     try: yield rec
     finally:
-        for m in modules: _ACTIVE.pop(m, None)
+        for m in modules: m.__dict__.pop(RECORDING_ATTR, None)
         for h in hooks: h.remove()
         if previous != SALIENCY_ATTENTION: hf.set_attn_implementation({"text_config": previous})
 
