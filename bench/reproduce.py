@@ -263,6 +263,16 @@ def plot_maps(results: dict, path: Path, split: str, n: int):
             ax.set_xticks([]); ax.set_yticks([])
     save_png(fig, path, 60)
 
+def compute(runs, workers: int) -> dict:
+    """What the runs cost when they were made (a cached rerun takes seconds, so `minutes_total` alone says little): minutes
+    of training (wall and CPU, one torch thread per run) and of evaluation, summed over runs, and the wall time those
+    sums imply on `workers` cores."""
+    runs = list(runs)
+    total = lambda k: round(sum(r.get(k) or 0 for r in runs), 1)
+    evals = round(sum(v["eval_minutes"] for r in runs for v in r.values() if isinstance(v, dict) and "eval_minutes" in v), 1)
+    return dict(runs=len(runs), train_minutes=total("train_minutes"), train_cpu_minutes=total("train_cpu_minutes"),
+                eval_minutes=evals, cpu_minutes_per_core=round((total("train_cpu_minutes") + evals) / max(workers, 1), 1))
+
 # ---------------------------------------------------------------------------------------------------------- main
 def versions() -> dict:
     git = lambda *c: subprocess.run(["git", *c], cwd=ROOT, capture_output=True, text=True).stdout.strip()
@@ -322,7 +332,7 @@ def main(argv=None):
                examples={k: rs[0]["examples"] for k, rs in results.items()},
                validation=({k: [dict(seed=r["seed"], metrics=r["metrics"]) for r in rs] for k, rs in view("validation").items()}
                            | summarize(view("validation"))) if len(evals) > 1 else None,
-               minutes_total=round((time.time() - t0) / 60, 1), versions=versions())
+               minutes_total=round((time.time() - t0) / 60, 1), compute=compute(done.values(), a.workers), versions=versions())
     a.out.write_text(json.dumps(out, indent=1))
     table = markdown_table(results, dict(n=a.n, deletion=a.deletion, seeds=a.seeds))
     a.out.with_suffix(".md").write_text(table + "\n")
@@ -332,7 +342,9 @@ def main(argv=None):
     for k, v in out["verdicts"].items():
         if v: print(f"claim for {k}: {'holds' if v['holds'] else 'does not hold'}: " +
                     ", ".join(f"{m} {d['diff']:+.3f} ({d['sigmas']} sd)" for m, d in v.items() if m != "holds"))
-    print(f"wrote {a.out} ({out['minutes_total']} min)")
+    c = out["compute"]
+    print(f"wrote {a.out} ({out['minutes_total']} min now; the {c['runs']} runs took {c['train_cpu_minutes']} CPU min of training "
+          f"and {c['eval_minutes']} min of evaluation: {c['cpu_minutes_per_core']} min on {a.workers} cores)")
 
 if __name__ == "__main__":
     main()

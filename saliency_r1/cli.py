@@ -234,7 +234,7 @@ def resolve_recipe(argv: list[str]) -> list[str]:
 # %% ../nbs/10_cli.ipynb #41eed04e
 COMMON_TRAIN_OPTIONS = ("output_dir max_steps learning_rate per_device_train_batch_size gradient_accumulation_steps "
                         "num_generations max_completion_length temperature beta logging_steps save_steps seed bf16 "
-                        "gradient_checkpointing use_vllm report_to resume_from_checkpoint").split()
+                        "activation_checkpointing use_vllm report_to resume_from_checkpoint").split()
 
 def _option_help(f) -> str:
     "A dataclass field's help, first sentence only, with its default."

@@ -41,8 +41,11 @@ class SaliencyGRPOConfig(GRPOConfig):
     saliency_weight: float = field(default=1.0, metadata={"help": "weight of the saliency reward (0: not rewarded)"})
     max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata={"help": "larger images are downscaled to this many pixels"})
     log_saliency_examples: int = field(default=0, metadata={"help": "save a figure of this many completions and maps at each logging step"})
+    gradient_checkpointing: bool | None = field(default=None, metadata={"help": "deprecated alias of activation_checkpointing"})
 
     def __post_init__(self):
+        if self.gradient_checkpointing is None and self.activation_checkpointing is None:
+            self.activation_checkpointing = True  # TRL's default, under transformers 5's name (the old one warns)
         if self.saliency_method not in METHODS: raise ValueError(f"saliency_method {self.saliency_method!r}: choose from {METHODS}")
         if self.saliency_capture not in CAPTURE_MODES: raise ValueError(f"saliency_capture {self.saliency_capture!r}: choose from {CAPTURE_MODES}")
         if self.saliency_weight and self.saliency_capture == "off":

@@ -180,6 +180,8 @@ def sft(model, processor, dataset, output_dir, *, max_steps: int = 1000, batch_s
         system_prompt: str | None = SYSTEM_PROMPT, report_to="none", **config_kwargs) -> SaliencySFTTrainer:
     "Cold-start SFT of `model` on grounded rows (or a ready prompt-completion stream); saves safetensors to `output_dir`."
     on_gpu = torch.cuda.is_available()
+    if not {"gradient_checkpointing", "activation_checkpointing"} & set(config_kwargs):  # TRL's default under transformers 5's name
+        config_kwargs |= dict(gradient_checkpointing=None, activation_checkpointing=True)
     args = SFTConfig(output_dir=str(output_dir), max_steps=max_steps, per_device_train_batch_size=batch_size,
                      learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=warmup_steps,
                      weight_decay=weight_decay, adam_beta2=0.98, max_grad_norm=1.0, logging_steps=logging_steps,

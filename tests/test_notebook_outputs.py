@@ -101,6 +101,18 @@ def test_clean_keeps_outputs(tmp_path):
     assert c.outputs[0]["data"]["text/plain"] == "2" and c.execution_count is None and not c.metadata
 
 
+def test_execute_drops_outputs_a_cell_no_longer_prints(tmp_path):
+    "A cell that printed before and prints nothing now keeps no stale output (execnb alone would keep it)."
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}})
+    cell = nbformat.v4.new_code_cell("x = 1")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="an old warning\n")]
+    nb.cells = [cell, nbformat.v4.new_code_cell("x + 1")]
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    run_nbs.execute(tmp_path / "x.ipynb")
+    a, b = nbformat.read(tmp_path / "x.ipynb", as_version=4).cells
+    assert a.outputs == [] and b.outputs[0]["data"]["text/plain"] == "2"
+
+
 def numbers(cell) -> list[float]:
     "Numbers printed by a cell (stdout and results; memory addresses and warnings aside)."
     text = []

@@ -57,6 +57,7 @@ def test_tiny_run_writes_json_table_figures_and_reuses_its_cache(tmp_path):
     assert 0 <= m["chain_energy_pg"] <= 1 and m["chain_deletion_n"] <= 2
     assert r["runs"]["D"][0]["train_minutes"] > 0 and r["runs"]["A"][0]["train_minutes"] is None
     assert set(r["verdicts"]) == {"D"} and "holds" in r["verdicts"]["D"]
+    assert r["compute"]["runs"] == 3 and r["compute"]["train_cpu_minutes"] > 0 and r["compute"]["eval_minutes"] > 0
     assert r["command"].startswith("python bench/reproduce.py") and r["versions"]["trl"] and r["versions"]["torch"]
     shown = r["examples"]["B"]  # the first question of each template (at most 4), the same for every arm, with 4x4 maps
     assert [e["index"] for e in shown] == [e["index"] for e in r["examples"]["D"]] and 1 <= len(shown) <= 4

@@ -70,6 +70,8 @@ def execute(src: Path, dest: Path | None = None, max_width: int = 900, flags: se
     src, dest = Path(src).resolve(), Path(dest or src).resolve()
     nb = read_nb(src)
     flags = skip_flags() if flags is None else flags
+    for cell in nb.cells:  # execnb keeps a cell's old outputs when its new run prints nothing: start from none
+        if cell.cell_type == "code": cell.outputs, cell.execution_count = [], None
     t0 = time.time()
     shell = CaptureShell(src, mpl_format="png")  # not execnb's default 'retina' (twice the pixels); matplotlib's rc as nbdev_test has it
     with working_directory(src.parent):
