@@ -66,7 +66,7 @@ def step_times(with_saliency: bool, steps: int, batch: int, gens: int, length: i
     cfg = SaliencyGRPOConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=batch,
                              num_generations=gens, max_completion_length=length, learning_rate=0.0, logging_steps=1000,
                              save_strategy="no", report_to="none", seed=0, disable_tqdm=True, bf16=a.dtype == "bfloat16",
-                             use_cpu=a.device == "cpu", gradient_checkpointing=bool(a.size and a.device != "cpu"),
+                             use_cpu=a.device == "cpu", activation_checkpointing=bool(a.size and a.device != "cpu"),
                              saliency_weight=1.0 if with_saliency else 0.0, saliency_capture="generate" if with_saliency else "off",
                              saliency_method=a.method)
     timer = StepTimer()
