@@ -61,7 +61,10 @@ class QwenVLAdapter:
     @property
     def vision(self) -> torch.nn.Module: return self.model.model.visual
     @property
-    def attention_modules(self) -> list[torch.nn.Module]: return [layer.self_attn for layer in self.text.layers]
+    def attention_modules(self) -> list[torch.nn.Module]:
+        "The decoder layers' attention modules, listed once (the maps ask for them per layer and example)."
+        if "_attention" not in self.__dict__: self._attention = [layer.self_attn for layer in self.text.layers]
+        return self._attention
     @property
     def final_norm(self) -> torch.nn.Module: return self.text.norm
     @property
