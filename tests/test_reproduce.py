@@ -69,3 +69,11 @@ def test_tiny_run_writes_json_table_figures_and_reuses_its_cache(tmp_path):
     reproduce.main(args)  # everything cached: nothing trained or measured again, the same numbers
     assert {f: f.stat().st_mtime_ns for f in cache.rglob("*")} == stamps
     assert json.loads(out.read_text())["runs"]["D"][0]["metrics"] == m
+
+
+@pytest.mark.parametrize("arg", [["--n", "0"], ["--workers", "0"], ["--steps", "-1"], ["--shortcut-rate", "2"], ["--lr", "nan"],
+                                 ["--lr", "0"], ["--deletion", "-3"], ["--seeds", "-1"], ["--temperature", "x"], ["--arms", "Z"]])
+def test_bad_arguments_are_one_usage_line(arg, capsys):
+    "Every numeric argument is checked before anything runs: argparse's usage error, exit code 2, naming the argument."
+    with pytest.raises(SystemExit) as e: reproduce.main(arg)
+    assert e.value.code == 2 and f"argument {arg[0]}" in capsys.readouterr().err
