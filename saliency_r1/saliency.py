@@ -203,7 +203,8 @@ def record_saliency(model,                          # a supported VLM (PEFT-wrap
     "Record what the saliency maps need during one `model.generate` (or one teacher-forced forward) of a batch."
     adapter = adapter_for(model)
     modules = adapter.attention_modules
-    if any(getattr(m, RECORDING_ATTR, None) is not None for m in modules): raise RuntimeError("This model is already being recorded: record_saliency does not nest")
+    if any(getattr(m, RECORDING_ATTR, None) is not None for m in modules):
+        raise RuntimeError("This model is already being recorded: record_saliency does not nest")
     rec, hf = SaliencyRecording(adapter, prompt_length, rollout), adapter.model
     previous = hf.config.text_config._attn_implementation
     if previous != SALIENCY_ATTENTION: hf.set_attn_implementation({"text_config": SALIENCY_ATTENTION})
