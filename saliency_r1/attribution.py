@@ -83,16 +83,17 @@ def chain_support(c: torch.Tensor,  # chain weights c(t) ≥ 0, (T,)
     return order[:n].sort().values
 
 # %% ../nbs/04_attribution.ipynb #bc7c2543
-def attention_rows(q: torch.Tensor,         # query rows of one layer, (H, n, d_head), RoPE applied
-                   k: torch.Tensor,         # keys of the same layer, one per KV head, (H_kv, S, d_head); H_kv divides H
-                   key_ok: torch.Tensor,    # which key positions are real tokens (not padding), (S,) bool
+def attention_rows(q: torch.Tensor,         # query rows of one layer, (..., H, n, d_head), RoPE applied
+                   k: torch.Tensor,         # keys of the same layer, one per KV head, (..., H_kv, S, d_head); H_kv divides H
+                   key_ok: torch.Tensor,    # which key positions are real tokens (not padding), (..., S) bool
                    query_pos: torch.Tensor, # absolute position of each query row, (n,)
                    scaling: float,          # the layer's softmax scale (d_head ** -0.5 for Qwen)
-                  ) -> torch.Tensor:        # α, (H, n, S), float32
-    "α(i → ·) of each query row: the causal softmax over the unpadded keys, in float32 (query head h reads KV head h // (H/H_kv))."
-    H, n, d = q.shape
-    scores = ((q.float() * scaling).reshape(k.shape[0], -1, d) @ k.float().transpose(-1, -2)).reshape(H, n, -1)
-    hidden = ~key_ok[None, :] | (torch.arange(k.shape[-2], device=k.device)[None, :] > query_pos[:, None])
+                  ) -> torch.Tensor:        # α, (..., H, n, S), float32
+    """α(i → ·) of each query row: the causal softmax over the unpadded keys, in float32 (query head h reads KV head
+    h // (H/H_kv)). Leading dimensions (examples of a batch) are optional and shared by q, k and key_ok."""
+    *batch, H, n, d = q.shape
+    scores = ((q.float() * scaling).reshape(*batch, k.shape[-3], -1, d) @ k.float().transpose(-1, -2)).reshape(*batch, H, n, -1)
+    hidden = ~key_ok[..., None, None, :] | (torch.arange(k.shape[-2], device=k.device) > query_pos[:, None])
     return scores.masked_fill_(hidden, float("-inf")).softmax(-1)
 
 # %% ../nbs/04_attribution.ipynb #66af4e54
