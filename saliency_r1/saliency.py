@@ -365,7 +365,8 @@ def _chain(row: _Row, think: range, answer: range, coverage: float = 1.0) -> _Ma
     if coverage < 1: return _chain_truncated(row, think, answer, coverage)
     return _chains([row], [(think, answer)])[0]
 
-CHAIN_BLOCK_BYTES = 2 ** 28  # `_chains` takes the attention rows of this many bytes' worth of examples at once, per layer
+CHAIN_BLOCK_BYTES = 2 ** 25  # `_chains` takes the attention rows of this many bytes' worth of examples at once, per layer
+# (small blocks of many examples save operations; one large block per example stays in cache better)
 
 def _chains(rows: list[_Row], spans: list[tuple[range, range]]) -> list[_Maps]:
     """The exact chain of several valid examples of one recording (`spans`: each one's thinking and answer ranges).
