@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from saliency_r1.cli import _number, _count, _count0, _rate, _positive  # the CLI's checked argparse types
+
 ROOT = Path(__file__).resolve().parent.parent
 ARMS = {"A": dict(label="cold start", method=None), "B": dict(label="GRPO format+accuracy", method=None),
         "C": dict(label="+ saliency (cot, paper)", method="cot"), "D": dict(label="+ saliency (chain, library)", method="chain"),
@@ -281,29 +283,18 @@ def versions() -> dict:
                 saliency_r1_uncommitted={line[3:]: hashlib.sha256((ROOT / line[3:]).read_bytes()).hexdigest()[:12]
                                          for line in dirty if (ROOT / line[3:]).is_file()})
 
-def number(kind, low: float, high: float = math.inf, low_open: bool = False):
-    "An argparse type: `kind` (int or float), finite, in [low, high] (or (low, high] with `low_open`)."
-    def parse(text: str):
-        try: x = kind(text)
-        except ValueError: raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
-        if not math.isfinite(x) or x < low or (low_open and x == low) or x > high:
-            raise argparse.ArgumentTypeError(f"{text} is outside {'(' if low_open else '['}{low}, {high}]")
-        return x
-    return parse
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    count, nonneg, positive = number(int, 1), number(int, 0), number(float, 0, low_open=True)
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    p.add_argument("--seeds", type=nonneg, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps", type=count, default=300); p.add_argument("--prompts", type=count, default=4, help="prompts per step, 8 generations each")
-    p.add_argument("--lr", type=positive, default=5e-4); p.add_argument("--beta", type=number(float, 0), default=0.001, help="KL coefficient")
-    p.add_argument("--temperature", type=positive, default=1.0); p.add_argument("--saliency-weight", type=number(float, 0), default=1.0)
-    p.add_argument("--shortcut-rate", type=number(float, 0, 1), default=0.5, help="share of training questions with the answer in the wording")
-    p.add_argument("--n", type=count, default=300, help="questions per evaluation set (without and with shortcuts)")
-    p.add_argument("--deletion", type=nonneg, default=60, help="deletion/insertion curves on this many valid questions")
+    p.add_argument("--seeds", type=_count0, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=_count, default=300); p.add_argument("--prompts", type=_count, default=4, help="prompts per step, 8 generations each")
+    p.add_argument("--lr", type=_positive, default=5e-4); p.add_argument("--beta", type=_number(float, 0.0), default=0.001, help="KL coefficient")
+    p.add_argument("--temperature", type=_positive, default=1.0); p.add_argument("--saliency-weight", type=_number(float, 0.0), default=1.0)
+    p.add_argument("--shortcut-rate", type=_rate, default=0.5, help="share of training questions with the answer in the wording")
+    p.add_argument("--n", type=_count, default=300, help="questions per evaluation set (without and with shortcuts)")
+    p.add_argument("--deletion", type=_count0, default=60, help="deletion/insertion curves on this many valid questions")
     p.add_argument("--split", choices=list(SPLITS), default="heldout", help="validation: for choosing settings")
-    p.add_argument("--workers", type=count, default=2); p.add_argument("--tag", default="", help="name of an investigation try")
+    p.add_argument("--workers", type=_count, default=2); p.add_argument("--tag", default="", help="name of an investigation try")
     p.add_argument("--out", type=Path, default=ROOT / "bench/results/reproduce.json")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "reproduce_runs")
     p.add_argument("--no-validation", action="store_true", help="with --split heldout: skip measuring the validation split too")

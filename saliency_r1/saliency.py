@@ -305,14 +305,24 @@ class _Row:
 
     def rows(self, layer: int, pos: range | torch.Tensor) -> torch.Tensor:
         "α of the query rows at the absolute positions `pos` (a range, or a tensor of positions) over all keys, (H, len(pos), S)."
-        queries, kept = self.rec.queries(layer), _shift(range(self.rec.queries(layer).shape[2]), self.rec.keep_from)
+        queries, kept = self.rec.queries(layer), self.recorded(pos)
+        if isinstance(pos, range): q, pos_t = queries[self.b][:, pos.start - kept.start:pos.stop - kept.start], torch.arange(pos.start, pos.stop)
+        else: q, pos_t = queries[self.b][:, pos - kept.start], pos
+        return attention_rows(q, self.rec.layer_kv(layer)[0][self.b], self.key_ok, pos_t.to(self.y.device), self.ad.scaling(layer))
+
+    def recorded(self, pos: range | torch.Tensor) -> range:
+        "The recorded query positions (all layers keep the same rows); ValueError if some of `pos` are not among them."
+        kept = _shift(range(self.rec.queries(0).shape[2]), self.rec.keep_from)
         lo, hi = (pos.start, pos.stop - 1) if isinstance(pos, range) else (int(pos.min()), int(pos.max())) if len(pos) else (0, 0)
         if len(pos) and (lo < kept.start or hi >= kept.stop):
             raise ValueError(f"positions {lo}..{hi} were not recorded (kept from {self.rec.keep_from}); "
                              f"the completion ids must be the ones generated or forced, and 'rollout' needs record_saliency(rollout=True)")
-        if isinstance(pos, range): q, pos_t = queries[self.b][:, pos.start - kept.start:pos.stop - kept.start], torch.arange(pos.start, pos.stop)
-        else: q, pos_t = queries[self.b][:, pos - kept.start], pos
-        return attention_rows(q, self.rec.layer_kv(layer)[0][self.b], self.key_ok, pos_t.to(self.y.device), self.ad.scaling(layer))
+        return kept
+
+    def norms(self, ks: range | torch.Tensor) -> torch.Tensor:
+        "1/rms(r(q_k)) of completion tokens `ks` (a range or a tensor of completion indices) at their queries, (K,)."
+        q = self.P - 1 - self.rec.keep_from  # kept row of token 0's query
+        return self.rec.inv_rms[self.b, q + ks.start:q + ks.stop] if isinstance(ks, range) else self.rec.inv_rms[self.b, q + ks]
 
     def values(self, layer: int, keys: slice | torch.Tensor | None = None) -> torch.Tensor:
         "Values of the key positions `keys` (default: the image tokens), one per KV head, (H_kv, n, d_head), float32."
@@ -327,9 +337,7 @@ class _Row:
             self._u[name] = self.ad.unembedding(ids).float(), inverse
         u, inverse = self._u[name]
         w = head_readout(self.ad.o_weight(layer).float(), self.ad.gamma.float(), u, self.ad.n_heads)[:, inverse]
-        q = self.P - 1 - self.rec.keep_from  # kept row of token 0's query
-        inv_rms = self.rec.inv_rms[self.b, q + ks.start:q + ks.stop] if contiguous else self.rec.inv_rms[self.b, q + ks]
-        return value_logits(w, self.values(layer, keys), inv_rms)
+        return value_logits(w, self.values(layer, keys), self.norms(ks))
 
     def direct(self, ks: range) -> torch.Tensor:
         "D_k(p) of completion tokens `ks` on the image tokens, (K, |I|), float32 on the CPU."
@@ -375,7 +383,7 @@ def _chains(rows: list[_Row], spans: list[tuple[range, range]]) -> list[_Maps]:
     id. The same sums as one example at a time, in far fewer operations (a GRPO step explains its 16 completions at
     once)."""
     if not rows: return []
-    rec, ad, P = rows[0].rec, rows[0].ad, rows[0].P
+    rec, ad = rows[0].rec, rows[0].ad
     blocks = [_think_block(r, t, a) for r, (t, a) in zip(rows, spans)]
     lo, hi = min(b.start for b, _, _ in blocks), max(b.stop for b, _, _ in blocks)
     S = rec.layer_kv(0)[0].shape[2]
@@ -383,23 +391,21 @@ def _chains(rows: list[_Row], spans: list[tuple[range, range]]) -> list[_Maps]:
     step = max(1, CHAIN_BLOCK_BYTES // per_example)
     if len(rows) > step:
         return [m for i in range(0, len(rows), step) for m in _chains(rows[i:i + step], spans[i:i + step])]
-    kept, dev = rec.keep_from, rows[0].y.device
+    kept, dev = rows[0].recorded(range(lo, hi)).start, rows[0].y.device
     every = [r.b for r in rows] == list(range(rec.layer_kv(0)[0].shape[0]))
     pick = (lambda x: x) if every else (lambda x, i=torch.tensor([r.b for r in rows], device=dev): x[i])
     query_pos, key_ok = torch.arange(lo, hi, device=dev), torch.stack([r.key_ok for r in rows])
     union, column = torch.stack([r.y for r in rows]).unique(return_inverse=True)  # head readout column of each completion id
     u, gamma = ad.unembedding(union).float(), ad.gamma.float()
-    q_row = P - 1 - kept  # kept query row of completion token 0
     D, G = [0] * len(rows), [0] * len(rows)  # D_t(p) on the image keys; G_k(P+t) of the answer tokens on the thinking keys
     for l in range(ad.n_layers):
-        keys, values = (pick(x) for x in rec.layer_kv(l))
-        alpha = attention_rows(pick(rec.queries(l)[:, :, lo - kept:hi - kept]), keys, key_ok, query_pos, ad.scaling(l))
+        keys, queries = pick(rec.layer_kv(l)[0]), pick(rec.queries(l)[:, :, lo - kept:hi - kept])
+        alpha = attention_rows(queries, keys, key_ok, query_pos, ad.scaling(l))
         w = head_readout(ad.o_weight(l).float(), gamma, u, ad.n_heads)  # (H, distinct ids, d_head)
         for i, (r, (think, answer), (block, t, q0)) in enumerate(zip(rows, spans, blocks)):
-            a, v = alpha[i, :, block.start - lo:block.stop - lo], values[i].float()
-            inv_rms = lambda ks: rec.inv_rms[r.b, q_row + ks.start:q_row + ks.stop]
-            m_think = value_logits(w[:, column[i, think.start:think.stop]], v[:, r.image], inv_rms(think))
-            m_answer = value_logits(w[:, column[i, answer.start:answer.stop]], v[:, t], inv_rms(answer))
+            a = alpha[i, :, block.start - lo:block.stop - lo]
+            m_think = value_logits(w[:, column[i, think.start:think.stop]], r.values(l), r.norms(think))
+            m_answer = value_logits(w[:, column[i, answer.start:answer.stop]], r.values(l, t), r.norms(answer))
             D[i] = D[i] + direct_contribution(a[:, :len(think), r.image], m_think)
             G[i] = G[i] + direct_contribution(a[:, q0:, t], m_answer)
     return [_Maps(token_chain(c, d), c, d) for c, d in ((chain_weights(g), d) for g, d in zip(G, D))]
@@ -418,7 +424,7 @@ def _chain_truncated(row: _Row, think: range, answer: range, coverage: float) ->
     return _Maps(token_chain(c, D), c, D)
 
 def _top_token(row: _Row, think: range, answer: range, chain: _Maps | None = None) -> _Maps:
-    chain = chain or _chain(row, think, answer)
+    if chain is None: chain = _chain(row, think, answer)
     return _Maps(chain.think_maps[chain.think_flow.argmax()].clamp(min=0), chain.think_flow, chain.think_maps)
 
 def _direct(row: _Row, think, answer) -> _Maps: return _Maps(saliency_map(row.direct(answer)))
