@@ -20,21 +20,22 @@ def head_readout(o_weight: torch.Tensor, # W_O of one layer as `o_proj` stores i
     return ((gamma * u) @ o_weight).unflatten(-1, (n_heads, -1)).transpose(0, 1)
 
 # %% ../nbs/04_attribution.ipynb #e2aafb9a
-def value_logits(w: torch.Tensor,       # head readouts, (H, K, d_head)
-                 v: torch.Tensor,       # values of the keys, one per KV head, (H_kv, P, d_head); H_kv divides H
-                 inv_rms: torch.Tensor, # 1 / rms(r(q_k)) of each explained token's query, (K,)
-                ) -> torch.Tensor:      # m, (H, K, P)
-    "m[h,k,p] = w[h,k]·v[h // (H/H_kv),p] / rms(r(q_k)): the logit head h adds to token k per unit of attention on key p."
-    H, K, d = w.shape
-    m = w.reshape(v.shape[0], -1, d) @ v.transpose(-1, -2)  # the query heads sharing a KV head read it in one product
-    return m.reshape(H, K, -1) * inv_rms[:, None]
+def value_logits(w: torch.Tensor,       # head readouts, (..., H, K, d_head)
+                 v: torch.Tensor,       # values of the keys, one per KV head, (..., H_kv, P, d_head); H_kv divides H
+                 inv_rms: torch.Tensor, # 1 / rms(r(q_k)) of each explained token's query, (..., K)
+                ) -> torch.Tensor:      # m, (..., H, K, P)
+    """m[h,k,p] = w[h,k]·v[h // (H/H_kv),p] / rms(r(q_k)): the logit head h adds to token k per unit of attention on key p.
+    Leading dimensions (examples of a batch) are optional and shared by the three inputs."""
+    *batch, H, K, d = w.shape
+    m = w.reshape(*batch, v.shape[-3], -1, d) @ v.transpose(-1, -2)  # the query heads sharing a KV head read it in one product
+    return m.reshape(*batch, H, K, -1) * inv_rms[..., None, :, None]
 
 # %% ../nbs/04_attribution.ipynb #bd043061
-def direct_contribution(alpha: torch.Tensor, # attention weights of the explained queries on the keys, (H, K, P)
-                        m: torch.Tensor,     # value logits, (H, K, P)
-                       ) -> torch.Tensor:    # (K, P), summed over heads
-    "One layer's direct logit contribution of each key p to each token k: Σ_h α[h,k,p]·m[h,k,p]."
-    return (alpha * m).sum(0)
+def direct_contribution(alpha: torch.Tensor, # attention weights of the explained queries on the keys, (..., H, K, P)
+                        m: torch.Tensor,     # value logits, (..., H, K, P)
+                       ) -> torch.Tensor:    # (..., K, P), summed over heads
+    "One layer's direct logit contribution of each key p to each token k: Σ_h α[h,k,p]·m[h,k,p] (leading dimensions optional)."
+    return (alpha * m).sum(-3)
 
 # %% ../nbs/04_attribution.ipynb #58371484
 def cot_bottleneck(alpha_answer_think: torch.Tensor, # α(q_k → t) per head, (H, K, T)

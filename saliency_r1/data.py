@@ -68,16 +68,16 @@ class Box:
     x1: float; y1: float; x2: float; y2: float
 
     def __post_init__(self):
-        raw = shown([self.x1, self.y1, self.x2, self.y2])
+        raw = lambda: shown([self.x1, self.y1, self.x2, self.y2])  # formatted for errors only (a GRPO step reads hundreds of boxes)
         try: vals = [_coordinate(v, n) for n, v in zip(BOX_FIELDS, (self.x1, self.y1, self.x2, self.y2))]
-        except ValueError as e: raise ValueError(f"Cannot read a box from {raw}: {e}") from None
-        if not all(math.isfinite(v) for v in vals): raise ValueError(f"Box {raw} has a non-finite coordinate")
+        except ValueError as e: raise ValueError(f"Cannot read a box from {raw()}: {e}") from None
+        if not all(math.isfinite(v) for v in vals): raise ValueError(f"Box {raw()} has a non-finite coordinate")
         if any(v < -CLIP_TOLERANCE or v > 1 + CLIP_TOLERANCE for v in vals):
-            raise ValueError(f"Box {raw} is outside [0, 1]: normalized boxes need coordinates in [0, 1] "
+            raise ValueError(f"Box {raw()} is outside [0, 1]: normalized boxes need coordinates in [0, 1] "
                              f"(use Box.from_pixels for pixel coordinates)")
         vals = [min(max(v, 0.0), 1.0) for v in vals]
         if not (vals[2] > vals[0] and vals[3] > vals[1]):
-            raise ValueError(f"Box {raw} is degenerate: need x2 > x1 and y2 > y1")
+            raise ValueError(f"Box {raw()} is degenerate: need x2 > x1 and y2 > y1")
         for name, v in zip(BOX_FIELDS, vals): object.__setattr__(self, name, v)
 
     @classmethod

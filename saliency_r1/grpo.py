@@ -157,15 +157,20 @@ def _saliency_inputs(self: SaliencyGRPOTrainer, inputs, prompts, completion_ids_
         exps = forward_explanations(self.model, self.processing_class, prompts, [_image_of(x) for x in inputs],
                                     completion_ids_list, self.args.saliency_method)
     self.last_explanations = [dataclasses.replace(e, _row=None) for e in exps]  # maps only: the recording is freed
-    return [dict(x, saliency_maps=e.answer_map, valid=e.valid, saliency_grid=e.grid) for x, e in zip(inputs, exps)]
+    return _scored([dict(x, saliency_maps=e.answer_map, valid=e.valid, saliency_grid=e.grid) for x, e in zip(inputs, exps)])
+
+def _scored(rows: list[dict]) -> list[dict]:
+    "Rows with `saliency_score` added: `(energy_pg, pointing_game, reason)` of each row's map against its boxes (`score_maps`: NaN and a reason where unscorable), for the log and the saliency reward."
+    s = score_maps([x["saliency_maps"] for x in rows], [x.get("bbox") or [] for x in rows])
+    return [dict(x, saliency_score=(float(e), float(p), r)) for x, e, p, r in zip(rows, s.energy_pg, s.pointing_game, s.reasons)]
 
 @patch
 def _log_saliency(self: SaliencyGRPOTrainer, inputs):
     "Log the batch's energy pointing game, pointing game, valid-format rate and unscorable maps (gathered over processes)."
     valid = np.array([float(x["valid"]) for x in inputs])
-    scores = score_maps([x["saliency_maps"] for x in inputs], [x.get("bbox") or [] for x in inputs])  # NaN and a reason where unscorable
-    unscorable = np.array([float(r in MAP_FLAGS) for r in scores.reasons])
-    epg, pg = np.where(valid > 0, scores.energy_pg, np.nan), np.where(valid > 0, scores.pointing_game, np.nan)
+    energy, pointing, reasons = zip(*(x["saliency_score"] for x in inputs))
+    unscorable = np.array([float(r in MAP_FLAGS) for r in reasons])
+    epg, pg = np.where(valid > 0, energy, np.nan), np.where(valid > 0, pointing, np.nan)
     stats = self.accelerator.gather(torch.tensor(np.stack([epg, pg, valid, unscorable], 1), dtype=torch.float32, device=self.accelerator.device))
     stats = stats.cpu().numpy()
     for name, col in (("saliency/energy_pg", 0), ("saliency/pointing_game", 1)):

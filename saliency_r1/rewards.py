@@ -352,6 +352,7 @@ class SaliencyReward:
     def __call__(self, completions: list, bbox: list | None = None, # each row's evidence boxes (dataset column)
                  saliency_maps: list | None = None, # one (gh, gw) answer map per completion
                  valid: list | None = None, # the extractor's flag per completion; None: format only
+                 saliency_score: list | None = None, # per completion (energy_pg, pointing_game, reason) when the maps were scored already
                  log_metric=None, log_extra=None, # TRL's logging callbacks, when a trainer calls
                  **kwargs) -> list[float | None]:
         "Energy pointing game of each answer map against its row's boxes, times format and validity; None without boxes."
@@ -364,13 +365,20 @@ class SaliencyReward:
         boxes, fmt = _row_boxes(bbox), format_reward(completions)
         reasons = ["no boxes" if not b else "format" if not f else "invalid" if not ok else "map" for b, f, ok in zip(boxes, fmt, valid)]
         todo = [i for i, r in enumerate(reasons) if r == "map"]
-        scores = score_maps([maps[i] for i in todo], [boxes[i] for i in todo])
+        if saliency_score is None:
+            scores = score_maps([maps[i] for i in todo], [boxes[i] for i in todo])
+            scored = list(zip(scores.energy_pg, scores.reasons))
+        else:  # SaliencyGRPOTrainer scores each map once a step, for its log and for this reward
+            given = _column("saliency_score", saliency_score, n, "saliency_reward", "pass (energy_pg, pointing_game, reason) "
+                            "per completion, as metrics.score_maps gives them, or leave it out")
+            scored = [(given[i][0], given[i][2]) for i in todo]
         out = [None if r == "no boxes" else 0.0 for r in reasons]
-        for i, reason, energy in zip(todo, scores.reasons, scores.energy_pg):
+        for i, (energy, reason) in zip(todo, scored):
             reasons[i] = reason
             if reason == "ok": out[i] = float(energy)
-        self.flagged.update(scores.flagged); self.last_reasons = reasons
-        if log_metric is not None: log_metric("saliency_reward/flagged", sum(scores.flagged.values()) / max(n, 1))
+        flagged = Counter(r for _, r in scored if r in MAP_FLAGS)
+        self.flagged.update(flagged); self.last_reasons = reasons
+        if log_metric is not None: log_metric("saliency_reward/flagged", sum(flagged.values()) / max(n, 1))
         if log_extra is not None: log_extra("saliency_reward_status", reasons)
         return out
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_saliency.ipynb #4593e84a
 from __future__ import annotations
-import contextlib, weakref
+import bisect, contextlib, itertools, weakref
 from dataclasses import dataclass, field
 from typing import Iterator, NamedTuple, Sequence
 
@@ -233,13 +233,14 @@ def find_spans(tokens: list[str],        # each completion id decoded on its own
     "Thinking and answer spans of one completion; None where the structure is missing, truncated or empty."
     end = next((i for i, t in enumerate(ids) if int(t) in end_ids), None)
     n = len(ids) if end is None else end
-    starts = np.cumsum([0] + [len(t) for t in tokens[:n]])
+    starts = list(itertools.accumulate((len(t) for t in tokens[:n]), initial=0))  # character offset of each token, ascending
     text = "".join(tokens[:n])
     if text.count(open_tag) != 1 or text.count(close_tag) != 1: return None, None
     o, c = text.index(open_tag), text.index(close_tag)
     if c < o or text[:o].strip(): return None, None
-    think = _trim(tokens, [i for i in range(n) if starts[i] >= o + len(open_tag) and starts[i + 1] <= c])
-    answer = _trim(tokens, [i for i in range(n) if starts[i] >= c + len(close_tag)]) if end is not None else None
+    # tokens wholly between the tags: starts[i] >= o + len(open_tag) and starts[i + 1] <= c; after the close tag: starts[i] >= its end
+    think = _trim(tokens, list(range(bisect.bisect_left(starts, o + len(open_tag)), bisect.bisect_right(starts, c) - 1)))
+    answer = _trim(tokens, list(range(bisect.bisect_left(starts, c + len(close_tag)), n))) if end is not None else None
     return think, answer
 
 # %% ../nbs/05_saliency.ipynb #77959cb6
@@ -373,15 +374,30 @@ def _chain(row: _Row, think: range, answer: range, coverage: float = 1.0) -> _Ma
     if coverage < 1: return _chain_truncated(row, think, answer, coverage)
     return _chains([row], [(think, answer)])[0]
 
-CHAIN_BLOCK_BYTES = 2 ** 25  # `_chains` takes the attention rows of this many bytes' worth of examples at once, per layer
-# (small blocks of many examples save operations; one large block per example stays in cache better)
+CHAIN_BLOCK_BYTES = 2 ** 23  # `_chains` takes the attention rows of this many bytes' worth of examples at once, per layer
+# (many small examples in one block are gathered into padded tensors: few operations; an example this large or larger has
+# its own block, read as views without copies)
+
+def _span_positions(starts: list[int], lengths: list[int], device) -> torch.Tensor:
+    "(n, longest) positions `starts[i] + j` of n spans; past a span's length its last position repeats (the pads read real, finite entries and are cut from the results)."
+    s, n = torch.tensor(starts, device=device), torch.tensor(lengths, device=device)
+    return s[:, None] + torch.minimum(torch.arange(max(lengths), device=device), n[:, None] - 1)
+
+def _block(alpha: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    "α at each example's own query rows (n, R') and key columns (n, S') of a batch of attention rows (n, H, R, S), (n, H, R', S')."
+    n, H, R, _ = alpha.shape
+    if n == 1 and all(int(x[0, -1] - x[0, 0]) == x.shape[1] - 1 for x in (rows, keys)):  # one example, contiguous: a view, no copy
+        return alpha[:, :, int(rows[0, 0]):int(rows[0, -1]) + 1, int(keys[0, 0]):int(keys[0, -1]) + 1]
+    columns = alpha.gather(3, keys[:, None, None, :].expand(n, H, R, keys.shape[1]))
+    return columns.gather(2, rows[:, None, :, None].expand(n, H, rows.shape[1], keys.shape[1]))
 
 def _chains(rows: list[_Row], spans: list[tuple[range, range]]) -> list[_Maps]:
     """The exact chain of several valid examples of one recording (`spans`: each one's thinking and answer ranges).
     Layer by layer, one attention block and one set of head readouts serve every example: the block spans every
     example's rows from its first thinking query to its last answer query, the readouts every distinct completion
-    id. The same sums as one example at a time, in far fewer operations (a GRPO step explains its 16 completions at
-    once)."""
+    id; each example's rows, keys and readouts are gathered into padded tensors, so a layer is a few batched products
+    whatever the number of examples. The same sums as one example at a time (a GRPO step explains its 16
+    completions at once)."""
     if not rows: return []
     rec, ad = rows[0].rec, rows[0].ad
     blocks = [_think_block(r, t, a) for r, (t, a) in zip(rows, spans)]
@@ -393,22 +409,37 @@ def _chains(rows: list[_Row], spans: list[tuple[range, range]]) -> list[_Maps]:
         return [m for i in range(0, len(rows), step) for m in _chains(rows[i:i + step], spans[i:i + step])]
     kept, dev = rows[0].recorded(range(lo, hi)).start, rows[0].y.device
     every = [r.b for r in rows] == list(range(rec.layer_kv(0)[0].shape[0]))
-    pick = (lambda x: x) if every else (lambda x, i=torch.tensor([r.b for r in rows], device=dev): x[i])
+    b = torch.tensor([r.b for r in rows], device=dev)
+    pick = (lambda x: x) if every else (lambda x: x[b])
     query_pos, key_ok = torch.arange(lo, hi, device=dev), torch.stack([r.key_ok for r in rows])
     union, column = torch.stack([r.y for r in rows]).unique(return_inverse=True)  # head readout column of each completion id
     u, gamma = ad.unembedding(union).float(), ad.gamma.float()
-    D, G = [0] * len(rows), [0] * len(rows)  # D_t(p) on the image keys; G_k(P+t) of the answer tokens on the thinking keys
+    P, norm_row = rec.prompt_length, rec.prompt_length - 1 - rec.keep_from  # kept norm row of completion token 0's query
+    think = _span_positions([t.start for t, _ in spans], [len(t) for t, _ in spans], dev)    # completion indices t, (n, T)
+    answer = _span_positions([a.start for _, a in spans], [len(a) for _, a in spans], dev)   # completion indices k, (n, K)
+    if all(isinstance(r.image, slice) for r in rows): image_keys = _span_positions([r.image.start for r in rows], [r.n_image for r in rows], dev)
+    else: image_keys = torch.nn.utils.rnn.pad_sequence([torch.arange(r.image.start, r.image.stop, device=dev) if isinstance(r.image, slice)
+                                                        else r.image for r in rows], batch_first=True)   # (n, |I|), pads read key 0
+    think_rows, answer_rows, think_keys = think + (P - 1 - lo), answer + (P - 1 - lo), think + P  # rows of q_t, q_k in the block; keys P+t
+    think_ids, answer_ids = column.gather(1, think), column.gather(1, answer)                   # head readout columns
+    inv_rms = pick(rec.inv_rms)
+    think_norms, answer_norms = inv_rms.gather(1, think + norm_row), inv_rms.gather(1, answer + norm_row)  # 1/rms(r(q)), as _Row.norms
+    D = G = 0  # D_t(p) on the image keys, (n, T, |I|); G_k(P+t) of the answer tokens on the thinking keys, (n, K, T)
     for l in range(ad.n_layers):
         keys, queries = pick(rec.layer_kv(l)[0]), pick(rec.queries(l)[:, :, lo - kept:hi - kept])
-        alpha = attention_rows(queries, keys, key_ok, query_pos, ad.scaling(l))
+        alpha = attention_rows(queries, keys, key_ok, query_pos, ad.scaling(l))  # (n, H, rows, S)
+        a_think_image = _block(alpha, think_rows, image_keys)    # α(q_t → p), (n, H, T, |I|)
+        a_answer_think = _block(alpha, answer_rows, think_keys)  # α(q_k → P+t), (n, H, K, T)
+        values = rec.layer_kv(l)[1]
+        v_image, v_think = (values[b[:, None], :, k].transpose(1, 2).float() for k in (image_keys, think_keys))  # (n, H_kv, ·, d_head)
         w = head_readout(ad.o_weight(l).float(), gamma, u, ad.n_heads)  # (H, distinct ids, d_head)
-        for i, (r, (think, answer), (block, t, q0)) in enumerate(zip(rows, spans, blocks)):
-            a = alpha[i, :, block.start - lo:block.stop - lo]
-            m_think = value_logits(w[:, column[i, think.start:think.stop]], r.values(l), r.norms(think))
-            m_answer = value_logits(w[:, column[i, answer.start:answer.stop]], r.values(l, t), r.norms(answer))
-            D[i] = D[i] + direct_contribution(a[:, :len(think), r.image], m_think)
-            G[i] = G[i] + direct_contribution(a[:, q0:, t], m_answer)
-    return [_Maps(token_chain(c, d), c, d) for c, d in ((chain_weights(g), d) for g, d in zip(G, D))]
+        D = D + direct_contribution(a_think_image, value_logits(w[:, think_ids].transpose(0, 1), v_image, think_norms))
+        G = G + direct_contribution(a_answer_think, value_logits(w[:, answer_ids].transpose(0, 1), v_think, answer_norms))
+    out = []
+    for i, (r, (t, a)) in enumerate(zip(rows, spans)):
+        c, d = chain_weights(G[i, :len(a), :len(t)]), D[i, :len(t), :r.n_image]
+        out.append(_Maps(token_chain(c, d), c, d))
+    return out
 
 def _chain_truncated(row: _Row, think: range, answer: range, coverage: float) -> _Maps:
     "The chain over the fewest thinking tokens carrying `coverage` of Σc: c(t) from the answer rows, then D_t of those tokens only."

@@ -4,11 +4,12 @@ import copy
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 from saliency_r1.data import Box, format_completion, make_shapes_dataset
 from saliency_r1.metrics import energy_pointing_game
 from saliency_r1.models import ARCHS, prepare_inputs, tiny_vlm
-from saliency_r1.saliency import (METHODS, SALIENCY_ATTENTION, explain, explain_batch, record_saliency,
+from saliency_r1.saliency import (METHODS, SALIENCY_ATTENTION, _trim, explain, explain_batch, find_spans, record_saliency,
                                   teacher_forced_inputs, tokenize_completions)
 
 QUESTIONS = ["What colour is the circle?", "How many squares are there in this picture?", "Which shape is red?"]
@@ -285,3 +286,21 @@ def test_trainer_pattern_sampling_and_peft(images):
     prompt, ids, mask, full = forced_inputs(processor, images[:1], QUESTIONS[:1], [completion])
     with torch.no_grad(), record_saliency(base, prompt_length=prompt["input_ids"].shape[1]) as rec: base(**full)
     with pytest.raises(ValueError, match="rollout=True"): explain_batch(rec, ids, processor, method="rollout")
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(st.lists(st.sampled_from(["<", "think", ">", "</", "<think>", "</think>", "a", " ", "", "b c", ">a", "\n", "E"]), max_size=14))
+def test_find_spans_is_its_definition(tokens):
+    """find_spans (offsets searched by bisection) equals its definition token by token: the thinking tokens lie wholly
+    between the two tags, the answer tokens start after the closing tag and end before the end of turn; edges trimmed."""
+    ids = [1 if t == "E" else 0 for t in tokens]
+    end = next((i for i, t in enumerate(ids) if t == 1), None)
+    n = len(ids) if end is None else end
+    text, starts = "".join(tokens[:n]), np.cumsum([0] + [len(t) for t in tokens[:n]])
+    expected = (None, None)
+    if text.count("<think>") == 1 and text.count("</think>") == 1:
+        o, c = text.index("<think>"), text.index("</think>")
+        if c > o and not text[:o].strip():
+            expected = (_trim(tokens, [i for i in range(n) if starts[i] >= o + 7 and starts[i + 1] <= c]),
+                        _trim(tokens, [i for i in range(n) if starts[i] >= c + 8]) if end is not None else None)
+    assert find_spans(tokens, ids, {1}) == expected
