@@ -83,12 +83,9 @@ def _elementary(coords: np.ndarray, cells: int, lo: int, hi: int):
     cell = np.minimum((centres * cells).astype(int), cells - 1)
     return np.diff(edges, axis=1), inside, cell
 
-def cell_coverage_batch(boxes_per_map: list, # one entry per map: its boxes in any form `parse_boxes` reads
-                        grid: tuple[int, int], # (gh, gw) of every map
-                       ) -> np.ndarray:
+def _coverage(coords: np.ndarray, # (n, max_boxes, 4) boxes of each row, padded with empty boxes (`_box_array`)
+              gh: int, gw: int) -> np.ndarray:
     "Exact fraction of each cell inside the union of each row's boxes, shape `(n, gh, gw)`."
-    gh, gw = _grid(grid)
-    coords, _ = _box_array(boxes_per_map)
     n = len(coords)
     dx, in_x, cx = _elementary(coords, gw, 0, 2)
     dy, in_y, cy = _elementary(coords, gh, 1, 3)
@@ -97,6 +94,13 @@ def cell_coverage_batch(boxes_per_map: list, # one entry per map: its boxes in a
     flat = (np.arange(n)[:, None, None] * gh + cy[:, :, None]) * gw + cx[:, None, :]
     cover = np.bincount(flat.ravel(), weights=area.ravel(), minlength=n * gh * gw).reshape(n, gh, gw)
     return np.clip(cover * gh * gw, 0.0, 1.0)
+
+def cell_coverage_batch(boxes_per_map: list, # one entry per map: its boxes in any form `parse_boxes` reads
+                        grid: tuple[int, int], # (gh, gw) of every map
+                       ) -> np.ndarray:
+    "Exact fraction of each cell inside the union of each row's boxes, shape `(n, gh, gw)`."
+    gh, gw = _grid(grid)
+    return _coverage(_box_array(boxes_per_map)[0], gh, gw)
 
 def cell_coverage(boxes, # one box or several, in any form `parse_boxes` reads
                   grid: tuple[int, int]) -> np.ndarray:
@@ -109,16 +113,20 @@ def energy_pointing_game_batch(saliency_maps, # n non-negative maps (an (n, gh, 
                               ) -> np.ndarray:
     "Energy pointing game of each map against its row's boxes; NaN where a row has no boxes."
     maps = [as_map(m, f"saliency_maps[{i}]") for i, m in enumerate(_rows(saliency_maps, "saliency_maps"))]
-    boxes = _parse_rows(boxes)
-    if len(boxes) != len(maps): raise ValueError(f"Got {len(maps)} maps but {len(boxes)} rows of boxes: pass one row per map")
+    coords, real = _box_array(boxes)
+    if len(coords) != len(maps): raise ValueError(f"Got {len(maps)} maps but {len(coords)} rows of boxes: pass one row per map")
+    return _energy_pg(maps, coords, real)
+
+def _energy_pg(maps: list[np.ndarray], coords: np.ndarray, real: np.ndarray) -> np.ndarray:
+    "Energy pointing game of checked non-negative maps against boxes as `_box_array` gives them; NaN where a row has no boxes."
     out = np.full(len(maps), np.nan)
     for shape in {m.shape for m in maps}:
-        idx = [i for i, m in enumerate(maps) if m.shape == shape and boxes[i]]
+        idx = [i for i, m in enumerate(maps) if m.shape == shape and real[i].any()]
         if not idx: continue
         s = np.stack([maps[i] for i in idx])
         peak = s.max((1, 2), keepdims=True)
         s = s / np.where(peak > 0, peak, 1.0)
-        inside = (s * cell_coverage_batch([boxes[i] for i in idx], shape)).sum((1, 2))
+        inside = (s * _coverage(coords[idx], *shape)).sum((1, 2))
         total = s.sum((1, 2))
         out[idx] = np.where(total > 0, np.minimum(inside / np.where(total > 0, total, 1.0), 1.0), 0.0)
     return out
@@ -152,7 +160,11 @@ def pointing_game_batch(saliency_maps, # n maps (signed maps are fine: only the 
     if len(_rows(boxes, "boxes")) != len(maps): raise ValueError(f"Got {len(maps)} maps but {len(boxes)} rows of boxes: pass one row per map")
     tolerance = check_real(tolerance, "tolerance (pixels)", low=0)
     if tolerance > 0 and image_sizes is None: raise ValueError("tolerance is in pixels: pass image_sizes=(width, height)")
-    sizes, coords, real = _as_sizes(image_sizes, len(maps)), *_box_array(boxes)
+    sizes = _as_sizes(image_sizes, len(maps))
+    return _pointing(maps, *_box_array(boxes), tolerance, sizes)
+
+def _pointing(maps: list[np.ndarray], coords: np.ndarray, real: np.ndarray, tolerance: float, sizes: np.ndarray) -> np.ndarray:
+    "Pointing game of checked maps against boxes as `_box_array` gives them, `tolerance` pixels on images of `sizes` (n, 2)."
     out = np.full(len(maps), np.nan)
     for shape in {m.shape for m in maps}:
         idx = np.array([i for i, m in enumerate(maps) if m.shape == shape and real[i].any()], dtype=int)
@@ -205,15 +217,15 @@ def score_maps(saliency_maps, # n maps, each anything (None, arrays, tensors, ju
                boxes: list, # n entries, each one row's boxes in any form `parse_boxes` reads
               ) -> MapScores:
     "Energy pointing game and pointing game of each map that can be scored; NaN and a reason for the others. Never raises on a map."
-    maps, boxes = _rows(saliency_maps, "saliency_maps"), _parse_rows(boxes)
-    if len(boxes) != len(maps): raise ValueError(f"Got {len(maps)} maps but {len(boxes)} rows of boxes: pass one row per map")
+    maps, (coords, real) = _rows(saliency_maps, "saliency_maps"), _box_array(boxes)  # each row's boxes parsed once
+    if len(coords) != len(maps): raise ValueError(f"Got {len(maps)} maps but {len(coords)} rows of boxes: pass one row per map")
     checked = [check_map(m) for m in maps]
-    reasons = [reason if b else "no boxes" for (_, reason), b in zip(checked, boxes)]
+    reasons = [reason if has_boxes else "no boxes" for (_, reason), has_boxes in zip(checked, real.any(1))]
     energy, pointing = np.full(len(maps), np.nan), np.full(len(maps), np.nan)
     ok = [i for i, r in enumerate(reasons) if r == "ok"]
     if ok:
-        energy[ok] = energy_pointing_game_batch([checked[i][0] for i in ok], [boxes[i] for i in ok])
-        pointing[ok] = pointing_game_batch([checked[i][0] for i in ok], [boxes[i] for i in ok])
+        energy[ok] = _energy_pg([checked[i][0] for i in ok], coords[ok], real[ok])
+        pointing[ok] = _pointing([checked[i][0] for i in ok], coords[ok], real[ok], 0.0, np.ones((len(ok), 2)))
     return MapScores(energy, pointing, reasons)
 
 # %% ../nbs/02_metrics.ipynb #4303f056
