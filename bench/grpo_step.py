@@ -9,7 +9,7 @@ drift between rounds cancels). The learning rate is 0,
 so both settings sample the same completions step after step (same seed, same policy) and the difference is
 only the saliency capture, the maps and the reward, not different completion lengths.
 
-    python bench/grpo_step.py [--steps 11] [--rounds 3] [--threads 2]
+    python bench/grpo_step.py [--steps 11] [--rounds 10] [--threads 2]   # about a minute on 2 cores
 
 With `--size` (a random-init model of that shape from bench/saliency_overhead.py's SIZES), every completion is forced
 to a scripted `<think> ... </think> answer` of exactly `--length` tokens, so all completions have maps and both
@@ -51,7 +51,9 @@ def timed(f):
     def run(*args, **kwargs):
         t = time.perf_counter()
         try: return f(*args, **kwargs)
-        finally: SPENT[0] += time.perf_counter() - t
+        finally:
+            if torch.cuda.is_initialized(): torch.cuda.synchronize()  # a GPU's queued work belongs to this call
+            SPENT[0] += time.perf_counter() - t
     return run
 
 class StepTimer(TrainerCallback):
@@ -112,7 +114,7 @@ def step_times(with_saliency: bool, steps: int, batch: int, gens: int, length: i
 def main():
     datasets.disable_progress_bars()  # each run maps its small dataset: its progress bar is not what this prints
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=11); p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=11); p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--batch", type=int, default=16); p.add_argument("--generations", type=int, default=8)
     p.add_argument("--length", type=int, default=48); p.add_argument("--threads", type=int, default=2)
     p.add_argument("--size", choices=list(SIZES), default=None, help="random-init model of this shape, scripted completions "
