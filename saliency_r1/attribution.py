@@ -27,6 +27,9 @@ def value_logits(w: torch.Tensor,       # head readouts, (..., H, K, d_head)
     """m[h,k,p] = w[h,k]·v[h // (H/H_kv),p] / rms(r(q_k)): the logit head h adds to token k per unit of attention on key p.
     Leading dimensions (examples of a batch) are optional and shared by the three inputs."""
     *batch, H, K, d = w.shape
+    if v.shape[:-3] != tuple(batch) or inv_rms.shape != (*batch, K):
+        raise ValueError(f"value_logits: w {tuple(w.shape)}, v {tuple(v.shape)} and inv_rms {tuple(inv_rms.shape)} must share "
+                         "their leading (batch) dimensions, as (..., H, K, d_head), (..., H_kv, P, d_head) and (..., K)")
     m = w.reshape(*batch, v.shape[-3], -1, d) @ v.transpose(-1, -2)  # the query heads sharing a KV head read it in one product
     return m.reshape(*batch, H, K, -1) * inv_rms[..., None, :, None]
 

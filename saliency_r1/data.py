@@ -110,10 +110,21 @@ class Box:
         return self.x1 <= x <= self.x2 and self.y1 <= y <= self.y2
 
 # %% ../nbs/00_data.ipynb #2e207657
+_LITERAL_NODES = (ast.Expression, ast.Constant, ast.List, ast.Tuple, ast.Dict, ast.Set, ast.UnaryOp, ast.UAdd, ast.USub, ast.Load)
+
+def _not_literal(text: str) -> str | None:
+    "The source of the first part of `text` that is not a literal (a name, a call, an operation), if it parses."
+    try:
+        node = next((n for n in ast.walk(ast.parse(text, mode="eval")) if not isinstance(n, _LITERAL_NODES)), None)
+        return ast.get_source_segment(text, node) if node is not None else None
+    except Exception: return None
+
 def _literal(text: str):
     "A Python/JSON literal from a string, with a clear error."
     try: return ast.literal_eval(text.strip())
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:
+        if isinstance(e, ValueError) and (bad := _not_literal(text.strip())):  # ast's own text names an AST node object
+            raise ValueError(f"Cannot read a box from {shown(text)}: {shown(bad)} is not a number, list or dict") from None
         raise ValueError(f"Cannot read a box from {shown(text)}: {type(e).__name__}: {e}") from None
 
 # %% ../nbs/00_data.ipynb #790e86a6

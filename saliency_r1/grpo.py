@@ -168,14 +168,14 @@ def _scored(rows: list[dict]) -> list[dict]:
 def _log_saliency(self: SaliencyGRPOTrainer, inputs):
     "Log the batch's energy pointing game, pointing game, valid-format rate and unscorable maps (gathered over processes)."
     valid = np.array([float(x["valid"]) for x in inputs])
-    energy, pointing, reasons = zip(*(x["saliency_score"] for x in inputs))
-    unscorable = np.array([float(r in MAP_FLAGS) for r in reasons])
+    energy, pointing = (np.array([x["saliency_score"][j] for x in inputs], dtype=np.float64) for j in (0, 1))
+    unscorable = np.array([float(x["saliency_score"][2] in MAP_FLAGS) for x in inputs])
     epg, pg = np.where(valid > 0, energy, np.nan), np.where(valid > 0, pointing, np.nan)
     stats = self.accelerator.gather(torch.tensor(np.stack([epg, pg, valid, unscorable], 1), dtype=torch.float32, device=self.accelerator.device))
     stats = stats.cpu().numpy()
     for name, col in (("saliency/energy_pg", 0), ("saliency/pointing_game", 1)):
         if not np.isnan(stats[:, col]).all(): self._log_metric(name, float(np.nanmean(stats[:, col])))
-    self._log_metric("saliency/valid_rate", float(stats[:, 2].mean()))
+    self._log_metric("saliency/valid_rate", float(stats[:, 2].mean()) if len(stats) else float("nan"))  # no rows: nothing to rate
     self._log_metric("saliency/invalid", float((stats[:, 2] == 0).sum()))
     self._log_metric("saliency/unscorable_maps", float(stats[:, 3].sum()))
 

@@ -342,6 +342,22 @@ def _row_boxes(values: list) -> list[list]:
     return out
 
 # %% ../nbs/03_rewards.ipynb #1472faa3
+def _given_scores(values, n: int) -> list[tuple[float, str]]:
+    "`(energy_pg, reason)` of each completion from `saliency_score`, checked: `(energy_pg, pointing_game, reason)` as `score_maps` gives them."
+    out = []
+    for i, v in enumerate(_column("saliency_score", values, n, "saliency_reward", "pass (energy_pg, pointing_game, reason) "
+                                  "per completion, as metrics.score_maps gives them, or leave it out")):
+        try: energy, _, reason = v
+        except (TypeError, ValueError):
+            raise TypeError(f"saliency_reward: saliency_score[{i}] must be (energy_pg, pointing_game, reason), got {shown(v)}") from None
+        if not isinstance(reason, str) or reason not in ("ok", "no boxes", *MAP_FLAGS):
+            raise ValueError(f"saliency_reward: saliency_score[{i}] has the reason {shown(reason)}: "
+                             f"use 'ok', 'no boxes' or a flag from {MAP_FLAGS}")
+        if reason == "ok": energy = check_real(energy, f"saliency_reward: saliency_score[{i}]'s energy_pg", 0, 1)
+        out.append((energy, reason))
+    return out
+
+# %% ../nbs/03_rewards.ipynb #8fd10119
 class SaliencyReward:
     "The saliency reward as a TRL reward function, counting the completions whose map could not be scored."
     def __init__(self):
@@ -352,7 +368,7 @@ class SaliencyReward:
     def __call__(self, completions: list, bbox: list | None = None, # each row's evidence boxes (dataset column)
                  saliency_maps: list | None = None, # one (gh, gw) answer map per completion
                  valid: list | None = None, # the extractor's flag per completion; None: format only
-                 saliency_score: list | None = None, # per completion (energy_pg, pointing_game, reason) when the maps were scored already
+                 saliency_score: list | None = None, # per completion (energy_pg, pointing_game, reason) of these maps, when already scored
                  log_metric=None, log_extra=None, # TRL's logging callbacks, when a trainer calls
                  **kwargs) -> list[float | None]:
         "Energy pointing game of each answer map against its row's boxes, times format and validity; None without boxes."
@@ -369,9 +385,11 @@ class SaliencyReward:
             scores = score_maps([maps[i] for i in todo], [boxes[i] for i in todo])
             scored = list(zip(scores.energy_pg, scores.reasons))
         else:  # SaliencyGRPOTrainer scores each map once a step, for its log and for this reward
-            given = _column("saliency_score", saliency_score, n, "saliency_reward", "pass (energy_pg, pointing_game, reason) "
-                            "per completion, as metrics.score_maps gives them, or leave it out")
-            scored = [(given[i][0], given[i][2]) for i in todo]
+            given = _given_scores(saliency_score, n)
+            if wrong := [i for i in todo if given[i][1] == "no boxes"]:
+                raise ValueError(f"saliency_reward: saliency_score says 'no boxes' for row(s) {wrong[:5]}, which have boxes: "
+                                 "the scores must be of these rows' maps and boxes")
+            scored = [given[i] for i in todo]
         out = [None if r == "no boxes" else 0.0 for r in reasons]
         for i, (energy, reason) in zip(todo, scored):
             reasons[i] = reason
