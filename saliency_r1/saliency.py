@@ -190,6 +190,11 @@ class SaliencyRecording:
         return self._inv_rms[0]
 
     @property
+    def first_query_row(self) -> int:
+        "The kept row of completion token 0's query (position P-1): completion token k's row is this + k."
+        return self.prompt_length - 1 - self.keep_from
+
+    @property
     def nbytes(self) -> int:
         "Bytes the recording itself holds (query rows and norms; the keys and values are the KV cache's own tensors)."
         return sum(t.numel() * t.element_size() for ts in self._queries + [self._inv_rms] for t in ts)
@@ -322,7 +327,7 @@ class _Row:
 
     def norms(self, ks: range | torch.Tensor) -> torch.Tensor:
         "1/rms(r(q_k)) of completion tokens `ks` (a range or a tensor of completion indices) at their queries, (K,)."
-        q = self.P - 1 - self.rec.keep_from  # kept row of token 0's query
+        q = self.rec.first_query_row
         return self.rec.inv_rms[self.b, q + ks.start:q + ks.stop] if isinstance(ks, range) else self.rec.inv_rms[self.b, q + ks]
 
     def values(self, layer: int, keys: slice | torch.Tensor | None = None) -> torch.Tensor:
@@ -414,7 +419,7 @@ def _chains(rows: list[_Row], spans: list[tuple[range, range]]) -> list[_Maps]:
     query_pos, key_ok = torch.arange(lo, hi, device=dev), torch.stack([r.key_ok for r in rows])
     union, column = torch.stack([r.y for r in rows]).unique(return_inverse=True)  # head readout column of each completion id
     u, gamma = ad.unembedding(union).float(), ad.gamma.float()
-    P, norm_row = rec.prompt_length, rec.prompt_length - 1 - rec.keep_from  # kept norm row of completion token 0's query
+    P, q = rec.prompt_length, rec.first_query_row
     think = _span_positions([t.start for t, _ in spans], [len(t) for t, _ in spans], dev)    # completion indices t, (n, T)
     answer = _span_positions([a.start for _, a in spans], [len(a) for _, a in spans], dev)   # completion indices k, (n, K)
     if all(isinstance(r.image, slice) for r in rows): image_keys = _span_positions([r.image.start for r in rows], [r.n_image for r in rows], dev)
@@ -423,7 +428,7 @@ def _chains(rows: list[_Row], spans: list[tuple[range, range]]) -> list[_Maps]:
     think_rows, answer_rows, think_keys = think + (P - 1 - lo), answer + (P - 1 - lo), think + P  # rows of q_t, q_k in the block; keys P+t
     think_ids, answer_ids = column.gather(1, think), column.gather(1, answer)                   # head readout columns
     inv_rms = pick(rec.inv_rms)
-    think_norms, answer_norms = inv_rms.gather(1, think + norm_row), inv_rms.gather(1, answer + norm_row)  # 1/rms(r(q)), as _Row.norms
+    think_norms, answer_norms = inv_rms.gather(1, think + q), inv_rms.gather(1, answer + q)  # 1/rms(r(q)) of each token's query
     D = G = 0  # D_t(p) on the image keys, (n, T, |I|); G_k(P+t) of the answer tokens on the thinking keys, (n, K, T)
     for l in range(ad.n_layers):
         keys, queries = pick(rec.layer_kv(l)[0]), pick(rec.queries(l)[:, :, lo - kept:hi - kept])
