@@ -16,7 +16,7 @@ setup_cfg = {o:cfg[o] for o in cfg_keys}
 licenses = {'apache2': 'Apache-2.0', 'mit': 'MIT'}  # settings.ini's nbdev names as SPDX expressions
 statuses = [ '1 - Planning', '2 - Pre-Alpha', '3 - Alpha',
     '4 - Beta', '5 - Production/Stable', '6 - Mature', '7 - Inactive' ]
-py_versions = '3.10 3.11 3.12 3.13'.split()
+py_versions = cfg['ci_pythons'].split()  # classifiers claim only the Pythons CI tests (.ci/run)
 
 requirements = shlex.split(cfg.get('requirements', ''))
 if cfg.get('pip_requirements'): requirements += shlex.split(cfg.get('pip_requirements', ''))
@@ -32,7 +32,7 @@ setuptools.setup(
         'Development Status :: ' + statuses[int(cfg['status'])],
         'Intended Audience :: ' + cfg['audience'].title(),
         'Natural Language :: ' + cfg['language'].title(),
-    ] + ['Programming Language :: Python :: '+o for o in py_versions[py_versions.index(min_python):]],
+    ] + ['Programming Language :: Python :: '+o for o in py_versions],
     url = cfg['git_url'],
     packages = setuptools.find_packages(),
     package_data = {cfg['lib_name']: ['checkpoints/*/*', 'configs/*', 'recipes/*']},

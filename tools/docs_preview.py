@@ -155,7 +155,7 @@ def build(out: Path = ROOT / "_docs" / "preview", proc: Path | None = None, repl
         proc = proc_nbs()
     proc = Path(proc or cfg.config_path / "_proc")
     doc_url = (cfg.doc_host.rstrip("/") + "/" + cfg.doc_baseurl.strip("/")).rstrip("/")
-    entries = sidebar(cfg.config_path / "_quarto.yml", cfg.nbs_path)
+    entries = sidebar(cfg.nbs_path / "_quarto.yml", cfg.nbs_path)
     sources = {nb: (replace or {}).get(nb, proc / nb) for _, nb, exists in entries if exists}
     pages, titles, read = {}, {}, {}
     for nb, src in sources.items():
