@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from fastcore.basics import patch
@@ -20,9 +21,9 @@ from .metrics import as_map, energy_pointing_game
 from .saliency import Explanation, METHODS, explain
 
 # %% auto #0
-__all__ = ['CMAP', 'SIGNED_CMAP', 'png', 'png_stats', 'draw_boxes', 'map_rgba', 'upsample_map', 'show_saliency', 'show_example',
-           'plot_examples', 'token_maps', 'plot_token_maps', 'shade_tokens', 'plot_reasoning_flow', 'explain_methods',
-           'compare_methods', 'SaliencyExplorer']
+__all__ = ['CMAP', 'SIGNED_CMAP', 'TEXT_PT', 'png', 'png_stats', 'draw_boxes', 'map_rgba', 'upsample_map', 'show_saliency',
+           'show_example', 'plot_examples', 'token_maps', 'plot_token_maps', 'shade_tokens', 'plot_reasoning_flow',
+           'explain_methods', 'compare_methods', 'SaliencyExplorer']
 
 # %% ../nbs/06_viz.ipynb #d73cf607
 def png(fig, dpi: int = 72, close: bool = True) -> bytes:
@@ -77,6 +78,20 @@ def _image_extent(image) -> tuple[float, float, float, float]:
     w, h = image.size
     return (-0.5, w - 0.5, h - 0.5, -0.5)
 
+TEXT_PT = 7  # the smallest text of every figure (tick labels, colour-bar labels, panel titles): 7 px at the docs' 72 dpi
+
+def _colorbar(fig, ax, vmin: float, vmax: float, cmap: str, label: str | None = None, **kw):
+    "A colour bar from `vmin` to `vmax` beside `ax` (an axes or a list of them): at most 5 ticks, text in `TEXT_PT`."
+    cb = fig.colorbar(ScalarMappable(Normalize(vmin, vmax), cmap), ax=ax, **({"fraction": 0.046, "pad": 0.03} | kw))
+    cb.ax.yaxis.set_major_locator(MaxNLocator(5))
+    cb.ax.tick_params(labelsize=TEXT_PT)
+    if label: cb.set_label(label, fontsize=TEXT_PT)
+    return cb
+
+def _wrap(text: str, width: float, fontsize: float = 9) -> str:
+    "`text` wrapped to lines that fit `width` inches in `fontsize` points (0.6 em a character, on the safe side)."
+    return "\n".join(textwrap.wrap(text, max(10, int(width * 72 / (0.6 * fontsize))))) if text else text
+
 def show_saliency(image: Image.Image,      # the picture under the map
                   saliency,                # (gh, gw) map over the whole image
                   boxes=None,              # evidence boxes (normalized [x1, y1, x2, y2], `Box`, or their string form)
@@ -92,7 +107,7 @@ def show_saliency(image: Image.Image,      # the picture under the map
                  ):
     "Draw `saliency` over `image` with `boxes` outlined and a colour bar; energy-PG in the title when boxes are given. Returns `ax`."
     s = as_map(saliency, allow_negative=True)
-    ax = ax if ax is not None else plt.subplots(figsize=(3.6, 3))[1]
+    ax = ax if ax is not None else plt.subplots(figsize=(3.6, 3), layout="constrained")[1]
     cmap = cmap or (SIGNED_CMAP if signed else CMAP)
     top = vmax if vmax is not None else float(np.abs(s if signed else np.clip(s, 0, None)).max()) or 1.0
     ax.imshow(image, extent=_image_extent(image))
@@ -103,10 +118,7 @@ def show_saliency(image: Image.Image,      # the picture under the map
         draw_boxes(ax, boxes, *image.size)
         lines.append(f"energy-PG {energy_pointing_game(np.clip(s, 0, None), boxes):.2f}")
     if lines: ax.set_title("\n".join(lines), fontsize=8)
-    if colorbar:
-        cb = ax.figure.colorbar(ScalarMappable(Normalize(-top if signed else 0, top), cmap), ax=ax, fraction=0.046, pad=0.03)
-        cb.ax.tick_params(labelsize=6)
-        if label: cb.set_label(label, fontsize=7)
+    if colorbar: _colorbar(ax.figure, ax, -top if signed else 0, top, cmap, label)
     ax.set_xlim(-0.5, image.size[0] - 0.5); ax.set_ylim(image.size[1] - 0.5, -0.5); ax.axis("off")
     return ax
 
@@ -130,8 +142,10 @@ def plot_examples(images, questions, boxes=None, answers=None, truths=None, sali
     "A figure of examples with boxes, questions, answers (✓/✗ against `truths`) and optional saliency maps (one shared colour bar)."
     n = len(images)
     nrows = max(1, -(-n // ncols))
-    fig, axs = plt.subplots(nrows, ncols, figsize=(size * ncols + (0.6 if saliency is not None else 0), size * 1.25 * nrows),
-                            squeeze=False)
+    width = size * ncols + (0.6 if saliency is not None else 0)
+    suptitle = _wrap(suptitle, width) if suptitle else None
+    fig, axs = plt.subplots(nrows, ncols, figsize=(width, size * 1.25 * nrows + (0.25 * (suptitle.count("\n") + 1) if suptitle else 0)),
+                            squeeze=False, layout="constrained")
     for i, ax in enumerate(axs.flat):
         if i >= n: ax.axis("off"); continue
         title = questions[i]
@@ -139,11 +153,8 @@ def plot_examples(images, questions, boxes=None, answers=None, truths=None, sali
             mark = "" if truths is None else (" ✓" if answers[i].strip().lower() == str(truths[i]).strip().lower() else f" ✗ ({truths[i]})")
             title += f"\n→ {answers[i]}{mark}"
         show_example(ax, images[i], None if boxes is None else boxes[i], title, None if saliency is None else saliency[i])
-    if suptitle: fig.suptitle(suptitle)
-    fig.tight_layout()
-    if saliency is not None:
-        cb = fig.colorbar(ScalarMappable(Normalize(0, 1), CMAP), ax=axs.ravel().tolist(), fraction=0.02, pad=0.01)
-        cb.set_label("share of each map's maximum", fontsize=7); cb.ax.tick_params(labelsize=6)
+    if suptitle: fig.suptitle(suptitle, fontsize=9)
+    if saliency is not None: _colorbar(fig, axs.ravel().tolist(), 0, 1, CMAP, "share of each map's maximum", fraction=0.02, pad=0.01)
     return fig
 
 # %% ../nbs/06_viz.ipynb #3dd35ee6
@@ -179,7 +190,7 @@ def _default_tokens(e: Explanation) -> list[int]:
 # %% ../nbs/06_viz.ipynb #b11b23d3
 def plot_token_maps(explanation: Explanation,
                     tokens=None,           # completion token indices (default: the thinking and answer tokens)
-                    ncols: int = 8,
+                    ncols: int = 6,          # panels per row
                     image: Image.Image | None = None, # draw the maps over this image (default: the maps alone)
                     boxes=None,            # evidence boxes, outlined on every panel (needs `image`)
                     size: float = 1.5,     # inches per panel
@@ -191,18 +202,18 @@ def plot_token_maps(explanation: Explanation,
     maps = token_maps(e, ks)
     top = float(np.abs(maps).max()) or 1.0
     nrows = -(-len(ks) // ncols)
-    fig, axs = plt.subplots(nrows, ncols, figsize=(size * ncols + 0.8, size * 1.15 * nrows + 0.4), squeeze=False)
+    fig, axs = plt.subplots(nrows, ncols, figsize=(size * ncols + 0.8, size * 1.15 * nrows + 0.5), squeeze=False,
+                            layout="constrained")
     flow = dict(zip(e.think_span, e.think_flow)) if e.think_flow is not None and e.think_span is not None else {}
     for ax, k, m in zip(axs.flat, ks, maps):
         label = f"{k}: {e.tokens[k].strip() or e.tokens[k]!r}" + (f"\nc={flow[k]:.2g}" if k in flow and e.method in ("chain", "top_token") else "")
         if image is not None: show_saliency(image, m, boxes, ax, alpha, signed=True, vmax=top, colorbar=False, mode="nearest")
         else: ax.imshow(m, cmap=SIGNED_CMAP, vmin=-top, vmax=top); ax.set_xticks([]); ax.set_yticks([])
-        ax.set_title(label, fontsize=7, color=_ROLE_COLOURS[_role(e, k)])
+        ax.set_title(label, fontsize=TEXT_PT, color=_ROLE_COLOURS[_role(e, k)])
     for ax in axs.flat[len(ks):]: ax.axis("off")
-    fig.suptitle(f"what each token was written from (direct maps D_k): thinking in blue, answer in orange", fontsize=9)
-    fig.tight_layout()
-    cb = fig.colorbar(ScalarMappable(Normalize(-top, top), SIGNED_CMAP), ax=axs.ravel().tolist(), fraction=0.02, pad=0.01)
-    cb.set_label("logit contribution (red: for, blue: against)", fontsize=7); cb.ax.tick_params(labelsize=6)
+    fig.suptitle(_wrap("what each token was written from (direct maps D_k): thinking in blue, answer in orange", fig.get_figwidth()),
+                 fontsize=9)
+    _colorbar(fig, axs.ravel().tolist(), -top, top, SIGNED_CMAP, "logit contribution (red: for, blue: against)", fraction=0.02, pad=0.01)
     return fig
 
 # %% ../nbs/06_viz.ipynb #0ce642b7
@@ -232,6 +243,11 @@ def _flow_weights(e: Explanation) -> np.ndarray:
     c = np.clip(np.asarray(e.think_flow, dtype=float), 0, None) if e.think_flow is not None else np.zeros(len(e.think_span))
     return c / c.max() if c.max() > 0 else c
 
+def _text_lines(words: list[str], width: float, fontsize: float = 9) -> int:
+    "Lines `shade_tokens` needs for a label and `words` on `width` inches (0.62 em a character and a space, on the safe side)."
+    per_line = width * 72 / (0.62 * fontsize)
+    return max(1, int(np.ceil((sum(len(w.strip()) + 1.5 for w in words) + 10) / per_line)))
+
 def plot_reasoning_flow(explanation: Explanation,  # a valid "chain" (or "top_token") explanation
                         image: Image.Image,        # its image
                         boxes=None,                # the evidence boxes
@@ -246,11 +262,13 @@ def plot_reasoning_flow(explanation: Explanation,  # a valid "chain" (or "top_to
         raise ValueError(f"plot_reasoning_flow needs a 'chain' or 'top_token' explanation (this one: {e.method!r}): "
                          "explain(..., method='chain')")
     think = [e.tokens[i] for i in e.think_span]
-    n_chars = len("".join(think)) + len(question or "") + 40
-    text_h = 0.22 * (2 + n_chars * 9 * 0.55 / 72 / (width * 0.9))  # lines of 9 pt text, 0.22 inch each
     k = min(top, len(think))
-    fig = plt.figure(figsize=(width, text_h + 3.0))
-    gs = fig.add_gridspec(2, k + 1, height_ratios=[text_h, 3.0], left=0.03, right=0.97, top=0.97, bottom=0.04, hspace=0.25, wspace=0.3)
+    lines = sum(_text_lines(words, width - 0.3) for words in [question.split() if question else [], think, [_answer(e)]] if words)
+    text_h, maps_h, caption_h = lines * 1.6 * 9 / 72 + 0.1, 3.0, 0.45   # inches: shaded text (9 pt), the maps, two caption lines
+    height = text_h + maps_h + caption_h
+    fig = plt.figure(figsize=(width, height))
+    gs = fig.add_gridspec(2, k + 1, height_ratios=[text_h, maps_h], left=0.15 / width, right=1 - 0.85 / width, top=1 - 0.05 / height,
+                          bottom=(caption_h + 0.05) / height, hspace=0.35 / ((text_h + maps_h) / 2), wspace=0.35)
     ax_text = fig.add_subplot(gs[0, :]); ax_text.axis("off")
     y = 1.0
     if question: y = shade_tokens(ax_text, ["Question:"] + [" " + w for w in question.split()], np.zeros(1 + len(question.split())), y0=y)
@@ -264,14 +282,13 @@ def plot_reasoning_flow(explanation: Explanation,  # a valid "chain" (or "top_to
     axs = [fig.add_subplot(gs[1, j]) for j in range(k)]
     for ax, t in zip(axs, order):
         show_saliency(image, weighted[t], boxes, ax, signed=True, vmax=vmax, colorbar=False,
-                      title=f"{think[t].strip()!r}: c = {c[t]:.2g} ({c[t] / c.sum():.0%} of Σc)" if c.sum() > 0 else repr(think[t]))
-    cb = fig.colorbar(ScalarMappable(Normalize(-vmax, vmax), SIGNED_CMAP), ax=axs, fraction=0.02, pad=0.01)
-    cb.set_label("c(t)·D_t", fontsize=7); cb.ax.tick_params(labelsize=6)
+                      title=f"{think[t].strip()!r}: c = {c[t]:.2g}\n({c[t] / c.sum():.0%} of Σc)" if c.sum() > 0 else repr(think[t]))
+    _colorbar(fig, axs, -vmax, vmax, SIGNED_CMAP, "c(t)·D_t", fraction=0.02, pad=0.02)
     ax = fig.add_subplot(gs[1, k])
-    show_saliency(image, e.answer_map, boxes, ax, title=f"answer map = ReLU(Σ_t c(t)·D_t)", label="logit contribution")
-    fig.text(0.5, 0.005, f"The {k} heaviest thinking tokens carry {share:.0%} of what the answer draws from the thinking; "
-                         "red: regions that token was written from, blue: regions that argued against it.",
-             ha="center", va="bottom", fontsize=8, color="dimgrey")
+    show_saliency(image, e.answer_map, boxes, ax, title="answer map\n= ReLU(Σ_t c(t)·D_t)", label="logit contribution")
+    fig.text(0.5, 0.1 / height, f"The {k} heaviest thinking tokens carry {share:.0%} of what the answer draws from the thinking.\n"
+                                "Red: regions that token was written from; blue: regions that argued against it.",
+             ha="center", va="bottom", fontsize=8, color="dimgrey", linespacing=1.4)
     return fig
 
 # %% ../nbs/06_viz.ipynb #24788431
@@ -283,15 +300,16 @@ def explain_methods(model, processor, image, question, methods=METHODS, **genera
     return {methods[0]: first} | {m: explain(model, processor, image, question, completion=first.text, method=m) for m in methods[1:]}
 
 def compare_methods(model, processor, image: Image.Image, question: str, methods=METHODS, boxes=None,
-                    mode: str = "bilinear", size: float = 2.6, **generate_kwargs):
-    "One panel per saliency method for the same generated completion, with its energy-PG when `boxes` are given."
+                    mode: str = "bilinear", size: float = 2.6, ncols: int = 4, **generate_kwargs):
+    "One panel per saliency method for the same generated completion (`ncols` a row), with its energy-PG when `boxes` are given."
     exps = explain_methods(model, processor, image, question, methods, **generate_kwargs)
-    fig, axs = plt.subplots(1, len(exps), figsize=(size * len(exps), size * 1.1), squeeze=False)
-    for ax, (m, e) in zip(axs[0], exps.items()):
+    ncols = min(ncols, len(exps)); nrows = -(-len(exps) // ncols)
+    fig, axs = plt.subplots(nrows, ncols, figsize=(size * ncols, size * 0.92 * nrows + 0.35), squeeze=False, layout="constrained")
+    for ax, (m, e) in zip(axs.flat, exps.items()):
         show_saliency(image, e.answer_map, boxes, ax, mode=mode, title=m if e.valid else f"{m}: invalid completion")
+    for ax in axs.flat[len(exps):]: ax.axis("off")
     first = next(iter(exps.values()))
-    fig.suptitle(f"{question} → {_answer(first) or first.text[-40:]!r}", fontsize=9)
-    fig.tight_layout()
+    fig.suptitle(_wrap(f"{question} → {_answer(first) or first.text[-40:]!r}", fig.get_figwidth()), fontsize=9)
     return fig
 
 # %% ../nbs/06_viz.ipynb #09326394
@@ -354,11 +372,10 @@ def _figure_maps(self: SaliencyExplorer):
     "The chosen token's signed direct map next to the chosen method's answer map."
     row, e, k = self.rows[self.example.value], self.explanation(), self.token.value
     boxes = row.get("bbox")
-    fig, axs = plt.subplots(1, 2, figsize=(7.6, 3.2))
+    fig, axs = plt.subplots(1, 2, figsize=(7.6, 3.4), layout="constrained")
     show_saliency(row["image"], token_maps(e, [k])[0], boxes, axs[0], self.opacity.value, signed=True, mode="nearest",
-                  title=f"token {k} {e.tokens[k]!r} ({_role(e, k)}): what it was written from", label="logit contribution")
+                  title=f"token {k} {e.tokens[k]!r} ({_role(e, k)}):\nwhat it was written from", label="logit contribution")
     e.show(row["image"], ax=axs[1], boxes=boxes, alpha=self.opacity.value)
-    fig.tight_layout()
     return fig
 
 @patch
