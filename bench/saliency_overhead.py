@@ -75,7 +75,7 @@ def naive_maps(model, out, prompt_len: int, tok, end_ids, inv_rms) -> dict[str, 
         for l in range(ad.n_layers):
             a = rows[l][b].float()
             values = cache.layers[l].values[b].float().repeat_interleave(group, 0)
-            readout = lambda ks: head_readout(ad.o_weight(l).float(), ad.gamma.float(), ad.unembedding(ids[b, P + ks]).float(), ad.n_heads)
+            readout = lambda ks: head_readout(ad.o_weight(l), ad.gamma(), ad.unembedding(ids[b, P + ks]), ad.n_heads)
             a_at = a[:, answer][:, :, P + think]  # α(q_k → P+t)
             a_ti = a[:, think][:, :, img]         # α(q_t → p): the query that generated t
             m_answer_image = value_logits(readout(answer), values[:, img], inv_rms[b, answer])

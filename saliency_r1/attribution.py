@@ -92,11 +92,13 @@ def attention_rows(q: torch.Tensor,         # query rows of one layer, (..., H, 
                    key_ok: torch.Tensor,    # which key positions are real tokens (not padding), (..., S) bool
                    query_pos: torch.Tensor, # absolute position of each query row, (n,)
                    scaling: float,          # the layer's softmax scale (d_head ** -0.5 for Qwen)
-                  ) -> torch.Tensor:        # α, (..., H, n, S), float32
-    """α(i → ·) of each query row: the causal softmax over the unpadded keys, in float32 (query head h reads KV head
-    h // (H/H_kv)). Leading dimensions (examples of a batch) are optional and shared by q, k and key_ok."""
+                   dtype: torch.dtype = torch.float32, # the arithmetic's dtype (q and k are upcast to it)
+                  ) -> torch.Tensor:        # α, (..., H, n, S), in `dtype`
+    """α(i → ·) of each query row: the causal softmax over the unpadded keys, in float32 unless `dtype` says otherwise
+    (query head h reads KV head h // (H/H_kv)). Leading dimensions (examples of a batch) are optional and shared by
+    q, k and key_ok."""
     *batch, H, n, d = q.shape
-    scores = ((q.float() * scaling).reshape(*batch, k.shape[-3], -1, d) @ k.float().transpose(-1, -2)).reshape(*batch, H, n, -1)
+    scores = ((q.to(dtype) * scaling).reshape(*batch, k.shape[-3], -1, d) @ k.to(dtype).transpose(-1, -2)).reshape(*batch, H, n, -1)
     hidden = ~key_ok[..., None, None, :] | (torch.arange(k.shape[-2], device=k.device) > query_pos[:, None])
     return scores.masked_fill_(hidden, float("-inf")).softmax(-1)
 

@@ -18,37 +18,22 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .data import SYSTEM_PROMPT, Box, to_rgb
 from .models import prepare_inputs
+from .weights import unwrap_model, dense_weight
 from .attribution import (head_readout, value_logits, direct_contribution, cot_bottleneck, think_flow,
                                      saliency_map, chain_weights, token_chain, chain_support, attention_rows, rollout_step,
                                      gradient_x_input)
 
 # %% auto #0
-__all__ = ['ADAPTERS', 'SALIENCY_ATTENTION', 'RECORDING_ATTR', 'CHAIN_BLOCK_BYTES', 'RECORDED_METHODS', 'METHODS', 'unwrap_model',
-           'linear_weight', 'QwenVLAdapter', 'Qwen3VLAdapter', 'adapter_for', 'recording_sdpa', 'SaliencyRecording',
-           'record_saliency', 'find_spans', 'Explanation', 'teacher_forced_inputs', 'token_texts', 'explain_batch',
-           'tokenize_completions', 'check_generation_options', 'explain']
-
-# %% ../nbs/05_saliency.ipynb #8ccc7356
-def unwrap_model(model):
-    "The transformers model inside PEFT or DistributedDataParallel wrappers."
-    while True:
-        if isinstance(model, torch.nn.parallel.DistributedDataParallel): model = model.module
-        elif hasattr(model, "get_base_model"): model = model.get_base_model()
-        else: return model
-
-def linear_weight(module: torch.nn.Module) -> torch.Tensor:
-    "The effective (out, in) weight of a linear layer, including the deltas of active, unmerged PEFT LoRA adapters."
-    weight = module.weight
-    if hasattr(module, "get_delta_weight") and not getattr(module, "merged", False) and not getattr(module, "disable_adapters", False):
-        for name in module.active_adapters:
-            if name in getattr(module, "lora_A", {}): weight = weight + module.get_delta_weight(name)
-    return weight
+__all__ = ['ADAPTERS', 'SALIENCY_ATTENTION', 'RECORDING_ATTR', 'CHAIN_BLOCK_BYTES', 'RECORDED_METHODS', 'METHODS',
+           'QwenVLAdapter', 'Qwen3VLAdapter', 'adapter_for', 'recording_sdpa', 'SaliencyRecording', 'record_saliency',
+           'find_spans', 'Explanation', 'HeadReadouts', 'teacher_forced_inputs', 'token_texts', 'prompt_prefills_think',
+           'explain_batch', 'tokenize_completions', 'check_generation_options', 'explain']
 
 # %% ../nbs/05_saliency.ipynb #5226b5af
 class QwenVLAdapter:
     "Where a Qwen2-VL / Qwen2.5-VL model keeps what the saliency maps need."
     def __init__(self, model):
-        self.model = unwrap_model(model)
+        self.wrapped, self.model = model, unwrap_model(model)
         self.text = self.model.model.language_model
         cfg = self.model.config
         self.n_layers = len(self.text.layers)
@@ -69,11 +54,16 @@ class QwenVLAdapter:
     def final_norm(self) -> torch.nn.Module: return self.text.norm
     @property
     def norm_eps(self) -> float: return self.text.norm.variance_epsilon
-    @property
-    def gamma(self) -> torch.Tensor: return self.text.norm.weight
+    def gamma(self) -> torch.Tensor:
+        "γ of the final norm, float32 (d_model,)."
+        return dense_weight(self.final_norm, root=self.wrapped)
+    def o_weight(self, layer: int) -> torch.Tensor:
+        "W_O of `layer` as `o_proj` applies it, float32 (d_model, H·d_head)."
+        return dense_weight(self.attention_modules[layer].o_proj, root=self.wrapped)
+    def unembedding(self, ids: torch.Tensor) -> torch.Tensor:
+        "Unembedding rows u_y of token `ids`, float32 (len(ids), d_model)."
+        return dense_weight(self.model.lm_head, rows=ids, root=self.wrapped)
     def scaling(self, layer: int) -> float: return self.attention_modules[layer].scaling
-    def o_weight(self, layer: int) -> torch.Tensor: return linear_weight(self.attention_modules[layer].o_proj)
-    def unembedding(self, ids: torch.Tensor) -> torch.Tensor: return linear_weight(self.model.lm_head)[ids]
     def image_mask(self, input_ids: torch.Tensor) -> torch.Tensor: return input_ids == self.image_token_id
 
     def grid(self, grid_thw) -> tuple[int, int]:
@@ -234,19 +224,28 @@ def find_spans(tokens: list[str],        # each completion id decoded on its own
                ids: Sequence[int],       # the completion ids
                end_ids: set[int],        # end-of-turn (and pad) ids
                open_tag: str = "<think>", close_tag: str = "</think>",
+               prefilled: bool = False,  # the prompt ended with `open_tag` (a thinking chat template): the completion starts inside
+               answer_tags: tuple[str, str] = ("<answer>", "</answer>"), # an answer wrapped in these (R1-V) is the tokens between them
               ) -> tuple[range | None, range | None]: # (think_span, answer_span), completion-token indices
     "Thinking and answer spans of one completion; None where the structure is missing, truncated or empty."
     end = next((i for i, t in enumerate(ids) if int(t) in end_ids), None)
     n = len(ids) if end is None else end
     starts = list(itertools.accumulate((len(t) for t in tokens[:n]), initial=0))  # character offset of each token, ascending
     text = "".join(tokens[:n])
-    if text.count(open_tag) != 1 or text.count(close_tag) != 1: return None, None
-    o, c = text.index(open_tag), text.index(close_tag)
-    if c < o or text[:o].strip(): return None, None
-    # tokens wholly between the tags: starts[i] >= o + len(open_tag) and starts[i + 1] <= c; after the close tag: starts[i] >= its end
-    think = _trim(tokens, list(range(bisect.bisect_left(starts, o + len(open_tag)), bisect.bisect_right(starts, c) - 1)))
-    answer = _trim(tokens, list(range(bisect.bisect_left(starts, c + len(close_tag)), n))) if end is not None else None
-    return think, answer
+    if text.count(open_tag) != (0 if prefilled else 1) or text.count(close_tag) != 1: return None, None
+    o, c = -len(open_tag) if prefilled else text.index(open_tag), text.index(close_tag)
+    if c < o or text[:max(o, 0)].strip(): return None, None
+    # tokens wholly between two offsets a, b: starts[i] >= a and starts[i + 1] <= b
+    between = lambda a, b: _trim(tokens, list(range(bisect.bisect_left(starts, a), bisect.bisect_right(starts, b) - 1)))
+    think = between(o + len(open_tag), c)
+    if end is None: return think, None
+    a, rest = c + len(close_tag), text[c + len(close_tag):]
+    if answer_tags[0] in rest or answer_tags[1] in rest:   # exactly one pair around the whole answer, as format_reward reads it
+        body, lead = rest.strip(), len(rest) - len(rest.lstrip())
+        if not (body.startswith(answer_tags[0]) and body.endswith(answer_tags[1]) and body.count(answer_tags[0]) == body.count(answer_tags[1]) == 1
+                and len(body) >= len(answer_tags[0]) + len(answer_tags[1])): return think, None
+        return think, between(a + lead + len(answer_tags[0]), a + lead + len(body) - len(answer_tags[1]))
+    return think, between(a, len(text))
 
 # %% ../nbs/05_saliency.ipynb #77959cb6
 @dataclass
@@ -292,11 +291,36 @@ class Explanation:
 
 
 
+# %% ../nbs/05_saliency.ipynb #6f748ac5
+class HeadReadouts:
+    """w[l] = W_O[l]ᵀ(γ ⊙ u_y) of each distinct token id y of a batch, every layer, float32 (H, V, d_head): all the maps
+    read of the weights (Saliency-R1 section 3), read once per batch through `dense_weight`, one layer at a time."""
+    def __init__(self, adapter: QwenVLAdapter, ids: torch.Tensor):
+        self.ids = ids.unique()  # ascending
+        gamma, u = adapter.gamma(), adapter.unembedding(self.ids)
+        self.w = [head_readout(adapter.o_weight(l), gamma, u, adapter.n_heads) for l in range(adapter.n_layers)]
+
+    def columns(self, ids: torch.Tensor) -> torch.Tensor:
+        "Index of each of `ids` among the read ids (ValueError for an id the batch's completions do not hold)."
+        cols = torch.searchsorted(self.ids, ids).clamp(max=max(len(self.ids) - 1, 0))
+        if ids.numel() and not (len(self.ids) and torch.equal(self.ids[cols], ids)):
+            raise ValueError("token ids outside the batch's completions have no head readout: explain those completions")
+        return cols
+
+    def __call__(self, layer: int, ids: torch.Tensor) -> torch.Tensor:
+        "w of `ids` in `layer`, (H, len(ids), d_head)."
+        return self.w[layer][:, self.columns(ids)]
+
+    @property
+    def nbytes(self) -> int: return sum(w.numel() * w.element_size() for w in self.w)
+
 # %% ../nbs/05_saliency.ipynb #5c1649ef
 class _Row:
-    "One example of a recording: attention rows, image values, readouts and norms; positions are contiguous ranges."
-    def __init__(self, rec: SaliencyRecording, b: int, completion_ids: torch.Tensor, grid: tuple[int, int]):
+    "One example of a recording: attention rows, image values, readouts and norms in the map dtype; positions are contiguous ranges."
+    def __init__(self, rec: SaliencyRecording, b: int, completion_ids: torch.Tensor, grid: tuple[int, int],
+                 readouts: HeadReadouts, dtype: torch.dtype = torch.float32):
         self.rec, self.b, self.ad, self.P, self.grid = rec, b, rec.adapter, rec.prompt_length, grid
+        self.readouts, self.dtype = readouts, dtype
         k0 = rec.layer_kv(0)[0]
         dev = k0.device
         self.y = completion_ids.to(dev)
@@ -307,14 +331,13 @@ class _Row:
         mask = rec.prompt.get("attention_mask")
         prompt_ok = mask[b].bool().to(dev) if mask is not None else torch.ones(self.P, dtype=torch.bool, device=dev)
         self.key_ok = torch.cat([prompt_ok, prompt_ok.new_ones(k0.shape[2] - self.P)])
-        self._u = {}  # unembedding rows of explained token ranges: the same for every layer
 
     def rows(self, layer: int, pos: range | torch.Tensor) -> torch.Tensor:
         "α of the query rows at the absolute positions `pos` (a range, or a tensor of positions) over all keys, (H, len(pos), S)."
         queries, kept = self.rec.queries(layer), self.recorded(pos)
         if isinstance(pos, range): q, pos_t = queries[self.b][:, pos.start - kept.start:pos.stop - kept.start], torch.arange(pos.start, pos.stop)
         else: q, pos_t = queries[self.b][:, pos - kept.start], pos
-        return attention_rows(q, self.rec.layer_kv(layer)[0][self.b], self.key_ok, pos_t.to(self.y.device), self.ad.scaling(layer))
+        return attention_rows(q, self.rec.layer_kv(layer)[0][self.b], self.key_ok, pos_t.to(self.y.device), self.ad.scaling(layer), self.dtype)
 
     def recorded(self, pos: range | torch.Tensor) -> range:
         "The recorded query positions (all layers keep the same rows); ValueError if some of `pos` are not among them."
@@ -331,29 +354,23 @@ class _Row:
         return self.rec.inv_rms[self.b, q + ks.start:q + ks.stop] if isinstance(ks, range) else self.rec.inv_rms[self.b, q + ks]
 
     def values(self, layer: int, keys: slice | torch.Tensor | None = None) -> torch.Tensor:
-        "Values of the key positions `keys` (default: the image tokens), one per KV head, (H_kv, n, d_head), float32."
-        return self.rec.layer_kv(layer)[1][self.b][:, self.image if keys is None else keys].float()
+        "Values of the key positions `keys` (default: the image tokens), one per KV head, (H_kv, n, d_head), in the map dtype."
+        return self.rec.layer_kv(layer)[1][self.b][:, self.image if keys is None else keys].to(self.dtype)
 
     def value_logits(self, layer: int, ks: range | torch.Tensor, keys: slice | torch.Tensor | None = None) -> torch.Tensor:
         "m of completion tokens `ks` (a range or a tensor of completion indices) on the key positions `keys` (default: the image tokens), (H, K, n)."
-        contiguous = isinstance(ks, range)
-        name = ks if contiguous else tuple(ks.tolist())
-        if name not in self._u:  # one readout per distinct token id: thinking repeats its words
-            ids, inverse = (self.y[ks.start:ks.stop] if contiguous else self.y[ks]).unique(return_inverse=True)
-            self._u[name] = self.ad.unembedding(ids).float(), inverse
-        u, inverse = self._u[name]
-        w = head_readout(self.ad.o_weight(layer).float(), self.ad.gamma.float(), u, self.ad.n_heads)[:, inverse]
-        return value_logits(w, self.values(layer, keys), self.norms(ks))
+        ids = self.y[ks.start:ks.stop] if isinstance(ks, range) else self.y[ks]
+        return value_logits(self.readouts(layer, ids).to(self.dtype), self.values(layer, keys), self.norms(ks).to(self.dtype))
 
     def direct(self, ks: range) -> torch.Tensor:
         "D_k(p) of completion tokens `ks` on the image tokens, (K, |I|), float32 on the CPU."
         with torch.no_grad():
             return sum(direct_contribution(self.rows(l, _shift(ks, self.P - 1))[:, :, self.image], self.value_logits(l, ks))
-                       for l in range(self.ad.n_layers)).cpu()
+                       for l in range(self.ad.n_layers)).float().cpu()
 
 def _shift(r: range, by: int) -> range: return range(r.start + by, r.stop + by)
 
-# %% ../nbs/05_saliency.ipynb #365c1cf3
+# %% ../nbs/05_saliency.ipynb #ae8d96d9
 class _Maps(NamedTuple):
     answer: torch.Tensor                     # S over the image keys, (|I|,)
     think_flow: torch.Tensor | None = None   # (|T|,): cot's flow through each thinking token, or chain's c(t)
@@ -375,10 +392,29 @@ def _cot(row: _Row, think: range, answer: range) -> _Maps:
         flow = flow + think_flow(a_answer_think, a_think_image, m)
     return _Maps(saliency_map(total), flow)
 
+# %% ../nbs/05_saliency.ipynb #0c687e10
 def _chain(row: _Row, think: range, answer: range, coverage: float = 1.0) -> _Maps:
     if coverage < 1: return _chain_truncated(row, think, answer, coverage)
     return _chains([row], [(think, answer)])[0]
 
+def _chain_truncated(row: _Row, think: range, answer: range, coverage: float) -> _Maps:
+    "The chain over the fewest thinking tokens carrying `coverage` of Σc: c(t) from the answer rows, then D_t of those tokens only."
+    t = slice(row.P + think.start, row.P + think.stop)
+    G = sum(direct_contribution(row.rows(l, _shift(answer, row.P - 1))[:, :, t], row.value_logits(l, answer, t))
+            for l in range(row.ad.n_layers))
+    c = chain_weights(G)
+    keep = chain_support(c, coverage)
+    ks = think.start + keep.to(row.y.device)  # completion indices of the kept thinking tokens
+    D_keep = sum(direct_contribution(row.rows(l, row.P - 1 + ks)[:, :, row.image], row.value_logits(l, ks))
+                 for l in range(row.ad.n_layers))
+    D = D_keep.new_zeros(len(think), D_keep.shape[1]).index_copy_(0, keep.to(D_keep.device), D_keep)
+    return _Maps(token_chain(c.float(), D.float()), c.float(), D.float())
+
+def _top_token(row: _Row, think: range, answer: range, chain: _Maps | None = None) -> _Maps:
+    if chain is None: chain = _chain(row, think, answer)
+    return _Maps(chain.think_maps[chain.think_flow.argmax()].clamp(min=0), chain.think_flow, chain.think_maps)
+
+# %% ../nbs/05_saliency.ipynb #517c7ea9
 CHAIN_BLOCK_BYTES = 2 ** 23  # `_chains` takes the attention rows of this many bytes' worth of examples at once, per layer
 # (many small examples in one block are gathered into padded tensors: few operations; an example this large or larger has
 # its own block, read as views without copies)
@@ -396,6 +432,7 @@ def _block(alpha: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor) -> torch
     columns = alpha.gather(3, keys[:, None, None, :].expand(n, H, R, keys.shape[1]))
     return columns.gather(2, rows[:, None, :, None].expand(n, H, rows.shape[1], keys.shape[1]))
 
+# %% ../nbs/05_saliency.ipynb #9b1ab9ab
 def _chains(rows: list[_Row], spans: list[tuple[range, range]]) -> list[_Maps]:
     """The exact chain of several valid examples of one recording (`spans`: each one's thinking and answer ranges).
     Layer by layer, one attention block and one set of head readouts serve every example: the block spans every
@@ -408,7 +445,7 @@ def _chains(rows: list[_Row], spans: list[tuple[range, range]]) -> list[_Maps]:
     blocks = [_think_block(r, t, a) for r, (t, a) in zip(rows, spans)]
     lo, hi = min(b.start for b, _, _ in blocks), max(b.stop for b, _, _ in blocks)
     S = rec.layer_kv(0)[0].shape[2]
-    per_example = ad.n_heads * (hi - lo) * S * 4  # bytes of one example's float32 attention block
+    per_example = ad.n_heads * (hi - lo) * S * rows[0].dtype.itemsize  # bytes of one example's attention block
     step = max(1, CHAIN_BLOCK_BYTES // per_example)
     if len(rows) > step:
         return [m for i in range(0, len(rows), step) for m in _chains(rows[i:i + step], spans[i:i + step])]
@@ -417,8 +454,8 @@ def _chains(rows: list[_Row], spans: list[tuple[range, range]]) -> list[_Maps]:
     b = torch.tensor([r.b for r in rows], device=dev)
     pick = (lambda x: x) if every else (lambda x: x[b])
     query_pos, key_ok = torch.arange(lo, hi, device=dev), torch.stack([r.key_ok for r in rows])
-    union, column = torch.stack([r.y for r in rows]).unique(return_inverse=True)  # head readout column of each completion id
-    u, gamma = ad.unembedding(union).float(), ad.gamma.float()
+    readouts, dtype = rows[0].readouts, rows[0].dtype
+    column = readouts.columns(torch.stack([r.y for r in rows]))  # head readout column of each completion id
     P, q = rec.prompt_length, rec.first_query_row
     think = _span_positions([t.start for t, _ in spans], [len(t) for t, _ in spans], dev)    # completion indices t, (n, T)
     answer = _span_positions([a.start for _, a in spans], [len(a) for _, a in spans], dev)   # completion indices k, (n, K)
@@ -427,42 +464,26 @@ def _chains(rows: list[_Row], spans: list[tuple[range, range]]) -> list[_Maps]:
                                                         else r.image for r in rows], batch_first=True)   # (n, |I|), pads read key 0
     think_rows, answer_rows, think_keys = think + (P - 1 - lo), answer + (P - 1 - lo), think + P  # rows of q_t, q_k in the block; keys P+t
     think_ids, answer_ids = column.gather(1, think), column.gather(1, answer)                   # head readout columns
-    inv_rms = pick(rec.inv_rms)
+    inv_rms = pick(rec.inv_rms).to(dtype)
     think_norms, answer_norms = inv_rms.gather(1, think + q), inv_rms.gather(1, answer + q)  # 1/rms(r(q)) of each token's query
     D = G = 0  # D_t(p) on the image keys, (n, T, |I|); G_k(P+t) of the answer tokens on the thinking keys, (n, K, T)
     for l in range(ad.n_layers):
         keys, queries = pick(rec.layer_kv(l)[0]), pick(rec.queries(l)[:, :, lo - kept:hi - kept])
-        alpha = attention_rows(queries, keys, key_ok, query_pos, ad.scaling(l))  # (n, H, rows, S)
+        alpha = attention_rows(queries, keys, key_ok, query_pos, ad.scaling(l), dtype)  # (n, H, rows, S)
         a_think_image = _block(alpha, think_rows, image_keys)    # α(q_t → p), (n, H, T, |I|)
         a_answer_think = _block(alpha, answer_rows, think_keys)  # α(q_k → P+t), (n, H, K, T)
         values = rec.layer_kv(l)[1]
-        v_image, v_think = (values[b[:, None], :, k].transpose(1, 2).float() for k in (image_keys, think_keys))  # (n, H_kv, ·, d_head)
-        w = head_readout(ad.o_weight(l).float(), gamma, u, ad.n_heads)  # (H, distinct ids, d_head)
+        v_image, v_think = (values[b[:, None], :, k].transpose(1, 2).to(dtype) for k in (image_keys, think_keys))  # (n, H_kv, ·, d_head)
+        w = readouts.w[l].to(dtype)  # (H, distinct ids, d_head)
         D = D + direct_contribution(a_think_image, value_logits(w[:, think_ids].transpose(0, 1), v_image, think_norms))
         G = G + direct_contribution(a_answer_think, value_logits(w[:, answer_ids].transpose(0, 1), v_think, answer_norms))
     out = []
     for i, (r, (t, a)) in enumerate(zip(rows, spans)):
-        c, d = chain_weights(G[i, :len(a), :len(t)]), D[i, :len(t), :r.n_image]
+        c, d = chain_weights(G[i, :len(a), :len(t)].float()), D[i, :len(t), :r.n_image].float()
         out.append(_Maps(token_chain(c, d), c, d))
     return out
 
-def _chain_truncated(row: _Row, think: range, answer: range, coverage: float) -> _Maps:
-    "The chain over the fewest thinking tokens carrying `coverage` of Σc: c(t) from the answer rows, then D_t of those tokens only."
-    t = slice(row.P + think.start, row.P + think.stop)
-    G = sum(direct_contribution(row.rows(l, _shift(answer, row.P - 1))[:, :, t], row.value_logits(l, answer, t))
-            for l in range(row.ad.n_layers))
-    c = chain_weights(G)
-    keep = chain_support(c, coverage)
-    ks = think.start + keep.to(row.y.device)  # completion indices of the kept thinking tokens
-    D_keep = sum(direct_contribution(row.rows(l, row.P - 1 + ks)[:, :, row.image], row.value_logits(l, ks))
-                 for l in range(row.ad.n_layers))
-    D = D_keep.new_zeros(len(think), D_keep.shape[1]).index_copy_(0, keep.to(D_keep.device), D_keep)
-    return _Maps(token_chain(c, D), c, D)
-
-def _top_token(row: _Row, think: range, answer: range, chain: _Maps | None = None) -> _Maps:
-    if chain is None: chain = _chain(row, think, answer)
-    return _Maps(chain.think_maps[chain.think_flow.argmax()].clamp(min=0), chain.think_flow, chain.think_maps)
-
+# %% ../nbs/05_saliency.ipynb #b16283d9
 def _direct(row: _Row, think, answer) -> _Maps: return _Maps(saliency_map(row.direct(answer)))
 
 def _attention(row: _Row, think, answer) -> _Maps:
@@ -518,6 +539,8 @@ def _gradient_maps(rec: SaliencyRecording, completion_ids: torch.Tensor, mask: t
     return [None if p is None else gradient_x_input(leaf["x"][b, img[b]], grad[b, img[b]]).detach() for b, p in enumerate(pos)]
 
 # %% ../nbs/05_saliency.ipynb #38326ebe
+from .rewards import check_convention
+
 METHODS = ("chain", "top_token", "cot", "direct", "attention", "rollout", "gradient")
 
 def _end_ids(tokenizer, model) -> set[int]:
@@ -549,12 +572,21 @@ def token_texts(tok, seq: list[int]) -> list[str]:
     if new: cache.update(zip(new, tok.batch_decode([[i] for i in new], skip_special_tokens=False, clean_up_tokenization_spaces=False)))
     return [cache[i] for i in seq]
 
-def _read_completion(tok, seq: list[int], end_ids: set[int]) -> _Completion:
-    "Spans, tokens and text of one completion, cut after its end-of-turn id."
+def prompt_prefills_think(tok, prompt_ids, open_tag: str = "<think>") -> bool:
+    "Whether the prompt ids end with `open_tag` (whitespace after it allowed): a thinking chat template (Qwen3, R1 distills) opened it."
+    tail = prompt_ids[-8:]
+    tail = [int(i) for i in (tail.tolist() if hasattr(tail, "tolist") else tail)]
+    return "".join(token_texts(tok, tail)).rstrip().endswith(open_tag)
+
+def _read_completion(tok, seq: list[int], end_ids: set[int], prompt_ids=None) -> _Completion:
+    "Spans, tokens and text of one completion, cut after its end-of-turn id; `prompt_ids` tell whether the template opened `<think>`."
     tokens = token_texts(tok, seq)
     end = next((i for i, t in enumerate(seq) if t in end_ids), len(seq))
-    think, answer = find_spans(tokens, seq, end_ids)
-    return _Completion(seq[:end + 1], tokens[:end + 1], think, answer, tok.decode(seq[:end], skip_special_tokens=True))
+    prefilled = prompt_ids is not None and prompt_prefills_think(tok, prompt_ids)
+    think, answer = find_spans(tokens, seq, end_ids, prefilled=prefilled)
+    text = tok.decode(seq[:end], skip_special_tokens=True)
+    if think is None or answer is None: check_convention([text], [prefilled])   # an unknown convention: said once per run
+    return _Completion(seq[:end + 1], tokens[:end + 1], think, answer, text)
 
 def _row_images(rec: SaliencyRecording) -> dict:
     "Pixels and grids with one image per prompt row (`num_return_sequences` repeats the rows, not the images)."
@@ -594,18 +626,22 @@ def explain_batch(rec: SaliencyRecording,  # what `record_saliency` kept of the 
                   processor,               # the processor (or tokenizer) of the model
                   method: str = "chain",   # one of METHODS; "gradient" needs a backward pass
                   chain_coverage: float = 1.0, # "chain" only: keep the fewest thinking tokens carrying this share of Σc (1: exact)
+                  map_dtype: torch.dtype = torch.float32, # dtype of the map arithmetic (float32 whatever the model's dtype)
                  ) -> list[Explanation]:
-    "One `Explanation` per row of a recorded batch (generation or teacher-forced forward)."
+    """One `Explanation` per row of a recorded batch (generation or teacher-forced forward). Reads the weights once
+    (`HeadReadouts`): under ZeRO-3 or FSDP call it on every rank, as the trainer does."""
     if method not in METHODS: raise ValueError(f"Unknown method {method!r}; choose from {METHODS}")
     if not 0 < chain_coverage <= 1: raise ValueError(f"chain_coverage must be in (0, 1], got {chain_coverage!r}")
+    if not getattr(map_dtype, "is_floating_point", False): raise ValueError(f"map_dtype must be a floating-point torch dtype, got {map_dtype!r}")
     if rec.prompt is None: raise ValueError("The recording is empty: call model.generate (or the model) inside record_saliency")
     tok = getattr(processor, "tokenizer", processor)
     ids, mask = _as_padded(completion_ids, tok.pad_token_id)
     end_ids, grids = _end_ids(tok, rec.adapter.model), _grids(rec)
-    comps = [_read_completion(tok, ids[b][mask[b].bool()].tolist(), end_ids) for b in range(len(ids))]
+    comps = [_read_completion(tok, ids[b][mask[b].bool()].tolist(), end_ids, rec.prompt["input_ids"][b]) for b in range(len(ids))]
     valid = [c.think is not None and c.answer is not None for c in comps]
     if method == "gradient": grads = _gradient_maps(rec, ids, mask, [c.answer if v else None for c, v in zip(comps, valid)])
-    rows, chains = [_Row(rec, b, ids[b], grids[b]) for b in range(len(ids))], {}
+    with torch.no_grad(): readouts = HeadReadouts(rec.adapter, ids.to(rec.layer_kv(0)[0].device))  # on every rank
+    rows, chains = [_Row(rec, b, ids[b], grids[b], readouts, map_dtype) for b in range(len(ids))], {}
     if method in ("chain", "top_token") and chain_coverage == 1:  # every example's chain at once
         todo = [b for b, ok in enumerate(valid) if ok]
         with torch.no_grad(): chains = dict(zip(todo, _chains([rows[b] for b in todo], [(comps[b].think, comps[b].answer) for b in todo])))
@@ -650,6 +686,7 @@ def explain(model,                       # a supported VLM
             *, completion=None,          # completion text(s) to teacher-force; None: generate
             method: str = "chain",       # one of METHODS; "gradient" needs a backward pass
             chain_coverage: float = 1.0, # "chain" only: keep the fewest thinking tokens carrying this share of Σc (1: exact)
+            map_dtype: torch.dtype = torch.float32, # dtype of the map arithmetic, whatever the model's (see 'Maps in bfloat16')
             system_prompt: str | None = None, # None: the library's SYSTEM_PROMPT; "": no system message
             **generate_kwargs):          # for `model.generate` (default greedy, max_new_tokens=256); num_return_sequences=n gives n per example
     "Explain a VLM's answer about `image`: generate (or teacher-force `completion`) and return an `Explanation` (lists for lists)."
@@ -667,17 +704,23 @@ def explain(model,                       # a supported VLM
     if completions is None: check_generation_options(model, **generate_kwargs)
     inputs = prepare_inputs(processor, images, questions, system_prompt=SYSTEM_PROMPT if system_prompt is None else (system_prompt or None),
                             device=model.device)
-    P, rollout = inputs["input_ids"].shape[1], method == "rollout"
-    with torch.no_grad():
-        if completions is None:
-            with record_saliency(model, rollout=rollout) as rec:
-                out = model.generate(**inputs, **{"do_sample": False, "max_new_tokens": 256, **generate_kwargs})
-            ids = (out.sequences if hasattr(out, "sequences") else out)[:, P:]
-        else:
-            ids = tokenize_completions(processor, completions)
-            padded, mask = _as_padded(ids, getattr(processor, "tokenizer", processor).pad_token_id)
-            with record_saliency(model, prompt_length=P, rollout=rollout) as rec:
-                model(**teacher_forced_inputs(inputs, padded, mask), use_cache=False)
-    exps = explain_batch(rec, ids, processor, method, chain_coverage)
+    P, rollout, tok = inputs["input_ids"].shape[1], method == "rollout", getattr(processor, "tokenizer", processor)
+    was_training = model.training
+    model.eval()   # dropout off (LoRA's is on in training mode): the same call gives the same map; the mode is restored below
+    try:
+        with torch.no_grad():
+            if completions is None:
+                with record_saliency(model, rollout=rollout) as rec:
+                    out = model.generate(**inputs, **{"do_sample": False, "max_new_tokens": 256, **generate_kwargs})
+                ids = (out.sequences if hasattr(out, "sequences") else out)[:, P:]
+            else:  # a template that opens <think> in the prompt gets the completion without its own <think>
+                completions = [c.lstrip().removeprefix("<think>") if prompt_prefills_think(tok, p) else c
+                               for c, p in zip(completions, inputs["input_ids"])]
+                ids = tokenize_completions(processor, completions)
+                padded, mask = _as_padded(ids, tok.pad_token_id)
+                with record_saliency(model, prompt_length=P, rollout=rollout) as rec:
+                    model(**teacher_forced_inputs(inputs, padded, mask), use_cache=False)
+        exps = explain_batch(rec, ids, processor, method, chain_coverage, map_dtype)
+    finally: model.train(was_training)
     if len(exps) != len(images): return exps  # several sequences per example: all of them, example by example
     return exps if batched else exps[0]
