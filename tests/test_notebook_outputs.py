@@ -8,7 +8,7 @@ exported) and it is
 - a result cell: it prints at top level, or its last statement is an expression not ending in `;`, other than a call
   that returns nothing (`test_…`, `…close`, `…savefig`, `…seed`, `…set_…`).
 """
-import ast, math, re, sys
+import ast, math, os, re, sys
 from pathlib import Path
 
 import nbformat, pytest
@@ -138,3 +138,36 @@ def test_reexecution_prints_the_same_numbers(tmp_path):
         if len(x) != len(y) or not all(math.isclose(u, v, rel_tol=1e-4, abs_tol=1e-6) for u, v in zip(x, y)):
             changed.append(f"cell {i}: saved {x[:8]} now {y[:8]}")
     assert not changed, f"{CHEAP} prints different numbers than its saved outputs:\n" + "\n".join(changed)
+
+
+def test_quiet_outputs_drop_progress_bars_and_trainer_logs():
+    "Progress bars and a Trainer's printed log dicts leave the saved outputs; what a chapter prints itself stays."
+    cell = nbformat.v4.new_code_cell("train()")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="\rLoading weights:   0%|          | 0/69 [00:00<?, ?it/s]"
+                                           "\rLoading weights: 100%|██████████| 69/69 [00:00<00:00, 4618.39it/s]\n"
+                                           "Map: 100%|██████████| 8/8 [00:00<00:00, 1014.78 examples/s]\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="{'loss': 0.0123, 'grad_norm': 0.5, 'epoch': 0.25}\n"
+                                           "accuracy 0.903\n{'a': 1}\n")]
+    nb = nbformat.v4.new_notebook(); nb.cells = [cell]
+    assert run_nbs.quiet_outputs(nb) == 3  # one progress line (redrawn after \r), one Map: bar, one log dict
+    assert [o.name for o in cell.outputs] == ["stdout"] and cell.outputs[0].text == "accuracy 0.903\n{'a': 1}\n"
+
+
+def test_execute_is_quiet_and_restores_the_environment(tmp_path, monkeypatch):
+    "Progress bars are off while a notebook runs (QUIET_ENV), and the caller's environment is as it was afterwards."
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}})
+    nb.cells = [nbformat.v4.new_code_cell("import os; print(os.environ['HF_DATASETS_DISABLE_PROGRESS_BARS'], os.environ['TQDM_DISABLE'])")]
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    run_nbs.execute(tmp_path / "x.ipynb")
+    assert nbformat.read(tmp_path / "x.ipynb", as_version=4).cells[0].outputs[0].text == "1 1\n"
+    assert "TQDM_DISABLE" not in os.environ
+
+
+@pytest.mark.parametrize("nb", [p.relative_to(NBS).as_posix() for p in chapters()])
+def test_saved_outputs_have_no_progress_bars_or_trainer_logs(nb):
+    "The pages show what teaches: no `Loading weights`/`Map:` bars, no raw trainer log dicts (re-run tools/run_nbs.py)."
+    noisy = [f"cell {i}: {line.strip()[:80]!r}" for i, c in enumerate(nbformat.read(NBS / nb, as_version=4).cells)
+             for o in c.get("outputs", []) if o.get("output_type") == "stream"
+             for line in (o.text if isinstance(o.text, str) else "".join(o.text)).split("\n") if run_nbs.noise(line)]
+    assert not noisy, f"{nb}: {len(noisy)} lines of progress bars or trainer logs in the saved outputs: run `python tools/run_nbs.py nbs/{nb}`\n" + "\n".join(noisy[:10])

@@ -6,11 +6,16 @@
 
 Cells run as `nbdev_test` runs them (execnb's shell, in the notebook's folder), except that outputs are saved:
 cells flagged with one of settings.ini's `tst_flags` (`#| slow`, `#| gpu`, `#| network`) or `#| eval: false` are not
-run and keep their code and whatever output they had. PNG figures are downscaled (at most `--max-width` pixels wide,
-palette-quantized when that is smaller) so a notebook stays small to review, then `nbdev_clean` strips metadata and
-execution counts (settings.ini has `clear_all = False`, so outputs stay). A notebook that raises is not written.
+run and keep their code and whatever output they had. PNG figures keep the size they were drawn at (72 dpi: a figure's
+inches are its pixels / 72, the size the docs show it); only one wider than `--max-width` pixels is downscaled, and each
+is palette-quantized when that is smaller. `nbdev_clean` then strips metadata and execution counts (settings.ini has
+`clear_all = False`, so outputs stay). A notebook that raises is not written.
+
+What teaches stays, the noise of running goes (`QUIET_ENV`, `quiet_outputs`): progress bars (`Loading weights`, `Map:`,
+tqdm) and the trainer's raw log dicts are left out of the saved outputs. A person running the notebook still sees them;
+chapters show what the logs say as a table or a curve (`trainer.state.log_history`).
 """
-import argparse, base64, io, multiprocessing, os, sys, time
+import argparse, base64, contextlib, io, multiprocessing, os, re, sys, time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -22,6 +27,13 @@ from nbdev.process import extract_directives
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_NB_BYTES = 1_500_000
+MAX_WIDTH = 1200  # px: library figures are at most 11.5 in (828 px at 72 dpi, tests/test_figures.py); larger ones are downscaled
+# progress bars off while a notebook executes (transformers' `Loading weights`, the hub's downloads, datasets' `Map:`,
+# tqdm's defaults), advisory warnings of transformers too; a person running the notebook sees them all
+QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1",
+             "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+_PROGRESS = re.compile(r"\d+%\|.*\|.*(?:it/s|s/it|\?it)|^\s*(?:Loading weights|Map|Filter|Generating \w+ split)\b.*:\s+\d+%")
+_TRAINER_LOG = re.compile(r"^\{'[\w/.-]+': .*'(?:epoch|train_runtime)': .*\}$")  # a Trainer's printed log dict
 
 
 def skip_flags() -> set[str]:
@@ -38,7 +50,7 @@ def skipped(cell, flags=None) -> bool:
     return bool((skip_flags() if flags is None else flags) & set(direc))
 
 
-def shrink_png(data: bytes, max_width: int = 900) -> bytes:
+def shrink_png(data: bytes, max_width: int = MAX_WIDTH) -> bytes:
     "A PNG at most `max_width` wide, re-encoded (palette-quantized when that is smaller); never larger than needed."
     from PIL import Image
     img = Image.open(io.BytesIO(data))
@@ -51,7 +63,7 @@ def shrink_png(data: bytes, max_width: int = 900) -> bytes:
     return min(encoded, key=len)
 
 
-def shrink_outputs(nb, max_width: int = 900) -> int:
+def shrink_outputs(nb, max_width: int = MAX_WIDTH) -> int:
     "Downscale every PNG output of `nb` in place; returns how many there are."
     n = 0
     for cell in nb.cells:
@@ -65,7 +77,43 @@ def shrink_outputs(nb, max_width: int = 900) -> int:
     return n
 
 
-def execute(src: Path, dest: Path | None = None, max_width: int = 900, flags: set[str] | None = None) -> dict:
+def noise(line: str) -> bool:
+    "Is `line` (of a stream output) a progress bar or a trainer's raw log dict?"
+    last = line.rsplit("\r", 1)[-1].strip()  # a progress bar redraws itself after carriage returns
+    return bool(_PROGRESS.search(last) or _TRAINER_LOG.match(last) or ("\r" in line and not last))
+
+
+def quiet_outputs(nb) -> int:
+    "Drop progress bars and trainer log dicts from the stream outputs of `nb` (an emptied stream goes); returns lines dropped."
+    dropped = 0
+    for cell in nb.cells:
+        kept = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                text = out["text"] if isinstance(out["text"], str) else "".join(out["text"])
+                lines = text.split("\n")
+                keep = [l for l in lines if not noise(l)]
+                dropped += len(lines) - len(keep)
+                out["text"] = "\n".join(keep)
+                if not out["text"].strip(): continue
+            kept.append(out)
+        if cell.cell_type == "code": cell.outputs = kept
+    return dropped
+
+
+@contextlib.contextmanager
+def quiet_env():
+    "`QUIET_ENV` set while executing (restored after: tests call `execute` in their own process)."
+    old = {k: os.environ.get(k) for k in QUIET_ENV}
+    os.environ.update(QUIET_ENV)
+    try: yield
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+
+
+def execute(src: Path, dest: Path | None = None, max_width: int = MAX_WIDTH, flags: set[str] | None = None) -> dict:
     "Run `src` in its own folder (skipping `skipped` cells) and write it with its outputs to `dest` (default: in place)."
     src, dest = Path(src).resolve(), Path(dest or src).resolve()
     nb = read_nb(src)
@@ -74,15 +122,16 @@ def execute(src: Path, dest: Path | None = None, max_width: int = 900, flags: se
         if cell.cell_type == "code": cell.outputs, cell.execution_count = [], None
     t0 = time.time()
     shell = CaptureShell(src, mpl_format="png")  # not execnb's default 'retina' (twice the pixels); matplotlib's rc as nbdev_test has it
-    with working_directory(src.parent):
+    with working_directory(src.parent), quiet_env():
         try: shell.run_all(nb, exc_stop=True, preproc=lambda c: skipped(c, flags))
         except Exception: raise RuntimeError(f"{src.name} raised while executing:\n{shell.prettytb(fname=src)}") from None
+    noisy = quiet_outputs(nb)
     figures = shrink_outputs(nb, max_width)
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_nb(nb, dest)
     clean(dest)
     info = dict(notebook=str(src.relative_to(ROOT) if src.is_relative_to(ROOT) else src), seconds=round(time.time() - t0, 1),
-                figures=figures, kbytes=round(dest.stat().st_size / 1e3))
+                figures=figures, kbytes=round(dest.stat().st_size / 1e3), noise_lines_dropped=noisy)
     if dest.stat().st_size > MAX_NB_BYTES: info["warning"] = f"over {MAX_NB_BYTES / 1e6} MB: lower --max-width or plot less"
     return info
 
@@ -104,7 +153,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("notebooks", nargs="*", help="notebooks to run (default: all under nbs/)")
     p.add_argument("--out", default=None, help="write executed copies into this folder instead of in place")
-    p.add_argument("--max-width", type=int, default=900, help="PNG figures wider than this are downscaled")
+    p.add_argument("--max-width", type=int, default=MAX_WIDTH, help="PNG figures wider than this (pixels) are downscaled")
     p.add_argument("--n-workers", type=int, default=1, help="notebooks run at once")
     a = p.parse_args(argv)
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
