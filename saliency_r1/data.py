@@ -10,14 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 # %% auto #0
 __all__ = ['CLIP_TOLERANCE', 'BOX_FIELDS', 'BOX_KEYS', 'SYSTEM_PROMPT', 'SHAPES', 'COLOURS', 'TEMPLATES', 'RELATIONS',
-           'COUNT_WORDS', 'ANSWER_OPTIONS', 'MAX_ASPECT_RATIO', 'DEFAULT_MAX_PIXELS', 'shown', 'check_int',
-           'check_real', 'Box', 'parse_boxes', 'make_conversation', 'format_completion', 'chance_level', 'as_grid',
-           'position_name', 'render_scene', 'make_shapes_example', 'make_shapes_dataset', 'evidence_pixels_ok',
-           'load_image', 'to_rgb', 'GroundedDataError', 'validate_row', 'load_grounded_dataset']
+           'COUNT_WORDS', 'ANSWER_OPTIONS', 'MAX_ASPECT_RATIO', 'MAX_SCENE_SIDE', 'MAX_SCENE_BYTES',
+           'DEFAULT_MAX_PIXELS', 'shown', 'check_int', 'check_real', 'Box', 'parse_boxes', 'make_conversation',
+           'format_completion', 'chance_level', 'as_grid', 'position_name', 'render_scene', 'make_shapes_example',
+           'make_shapes_dataset', 'evidence_pixels_ok', 'load_image', 'to_rgb', 'GroundedDataError', 'validate_row',
+           'load_grounded_dataset']
 
 # %% ../nbs/00_data.ipynb #79f688a0
 _REPR = reprlib.Repr(); _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 60, 60, 6, 6, 6
@@ -26,11 +27,12 @@ def shown(value) -> str:
     "A short `repr` of `value` for error messages (long strings and lists elided)."
     return _REPR.repr(value)
 
-def check_int(value, name: str, minimum: int = 1) -> int:
-    "`value` as an `int` >= `minimum`; `TypeError` (not an integer) or `ValueError` (too small) naming `name`."
+def check_int(value, name: str, minimum: int = 1, maximum: int | None = None) -> int:
+    "`value` as an `int` in [`minimum`, `maximum`]; `TypeError` (not an integer) or `ValueError` (out of range) naming `name`."
+    rule = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {shown(value)}")
-    if value < minimum: raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+        raise TypeError(f"{name} must be an integer {rule}, got {shown(value)}")
+    if value < minimum or (maximum is not None and value > maximum): raise ValueError(f"{name} must be an integer {rule}, got {shown(value)}")
     return int(value)
 
 # %% ../nbs/00_data.ipynb #37e118bd
@@ -324,6 +326,8 @@ _TEMPLATE_FNS = dict(colour=_t_colour, shape=_t_shape, relation=_t_relation, cou
 
 # %% ../nbs/00_data.ipynb #3a08aa13
 MAX_ASPECT_RATIO = 200  # the longest over the shortest side that Qwen-VL's processor (`smart_resize`) accepts
+MAX_SCENE_SIDE = 8192   # the largest synthetic image side (Qwen2.5-VL's default budget is about 1000 x 1000 px)
+MAX_SCENE_BYTES = 2**32 # the RGB pixels one `make_shapes_dataset` call may render (4 GiB): make more in parts
 
 def _pair(value, name: str, what: str) -> tuple:
     "`value` as a pair: an int repeated, or a 2-sequence."
@@ -334,7 +338,7 @@ def _pair(value, name: str, what: str) -> tuple:
 
 def _as_size(image_size) -> tuple[int, int]:
     w, h = _pair(image_size, "image_size", "an int or a (width, height) pair")
-    w, h = check_int(w, "image_size width", 28), check_int(h, "image_size height", 28)
+    w, h = check_int(w, "image_size width", 28, MAX_SCENE_SIDE), check_int(h, "image_size height", 28, MAX_SCENE_SIDE)
     if max(w, h) / min(w, h) > MAX_ASPECT_RATIO:
         raise ValueError(f"image_size {w}x{h} has an aspect ratio above {MAX_ASPECT_RATIO}, more than Qwen's processor accepts")
     return w, h
@@ -380,7 +384,10 @@ def make_shapes_dataset(n: int, seed: int = 0, image_size=112, grid=(2, 2), n_di
     from datasets import Dataset, Features, Image as HFImage, Sequence, Value
     n, seed = check_int(n, "n"), check_int(seed, "seed", 0)
     shortcut_rate, wander_rate = check_real(shortcut_rate, "shortcut_rate", 0, 1), check_real(wander_rate, "wander_rate", 0, 1)
-    _as_size(image_size); as_grid(grid); _as_range(n_distractors, "n_distractors")
+    (w, h), _, _ = _as_size(image_size), as_grid(grid), _as_range(n_distractors, "n_distractors")
+    if n * w * h * 3 > MAX_SCENE_BYTES:
+        raise ValueError(f"n={n} images of {w}x{h} px are {n * w * h * 3 / 2**30:.3g} GiB of pixels, above the {MAX_SCENE_BYTES / 2**30:g} GiB "
+                         f"one call renders: make them in parts (other seeds) and concatenate")
     templates = [templates] if isinstance(templates, str) else list(templates)
     unknown = [t for t in templates if t not in _TEMPLATE_FNS]
     if not templates or unknown: raise ValueError(f"Unknown template(s) {unknown or 'none given'}; choose from {TEMPLATES}")
@@ -426,11 +433,15 @@ def _to_uint8(a: np.ndarray, what: str = "image") -> np.ndarray:
     return np.round((x / s - lo / s) / (hi / s - lo / s) * 255).astype(np.uint8)
 
 # %% ../nbs/00_data.ipynb #470d4780
+def _upright(img: Image.Image) -> Image.Image:
+    "`img` as a viewer shows it: rotated or flipped by its EXIF Orientation tag (PIL's `exif_transpose`), the tag removed."
+    return ImageOps.exif_transpose(img) if img.getexif().get(0x0112, 1) not in (0, 1) else img
+
 def _open(source, where: str) -> Image.Image:
-    "An image opened and loaded from a path or file object; `ValueError` naming `where` if PIL cannot read it."
+    "An image opened, loaded and made upright from a path or file object; `ValueError` naming `where` if PIL cannot read it."
     try:
         img = Image.open(source); img.load()
-        return img
+        return _upright(img)
     except Exception as e: raise ValueError(f"unreadable image {where}: {type(e).__name__}: {e}") from None
 
 def _array_image(a: np.ndarray) -> Image.Image:
@@ -465,16 +476,18 @@ def load_image(value, # a PIL image, a path (str or Path), bytes, a {'bytes', 'p
             return _open(io.BytesIO(data), f"from the data URI {shown(text)}")
         if isinstance(text, str) and text.startswith(("http://", "https://")):
             raise ValueError(f"load_image reads local files only: download {shown(text)} first")
-        path = Path(os.fsdecode(text)).expanduser()
+        try: path = Path(os.fsdecode(text)).expanduser()
+        except RuntimeError as e: raise ValueError(f"image file not found: {shown(text)} ({e})") from None  # '~user' with no such user
         path = path if root is None or path.is_absolute() else Path(root) / path
-        if not path.is_file(): raise ValueError(f"image file not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+        if not path.is_file():
+            seen = shown(text) + ("" if shown(text) == repr(str(path)) else f" ({path})")  # the input, and where it led
+            raise ValueError(f"image file not found: {seen}" + (" (it is a folder)" if path.is_dir() else ""))
         return _open(path, str(path))
     elif value is None: raise TypeError("no image: got None")
     else: raise TypeError(f"Cannot read an image from a {type(value).__name__} ({shown(value)}): pass a PIL image, a file path, "
                           "bytes, a {'bytes', 'path'} dict or a numpy array")
-    try: img.load()
+    try: img.load(); return _upright(img)
     except Exception as e: raise ValueError(f"unreadable image {where}: {type(e).__name__}: {e}") from None
-    return img
 
 # %% ../nbs/00_data.ipynb #68edebe2
 def to_rgb(image, # anything `load_image` reads

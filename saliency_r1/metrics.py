@@ -16,10 +16,10 @@ from .data import SYSTEM_PROMPT, Box, parse_boxes, check_int, check_real, shown,
 from .models import prepare_inputs
 
 # %% auto #0
-__all__ = ['MAP_FLAGS', 'as_map', 'cell_coverage_batch', 'cell_coverage', 'energy_pointing_game_batch', 'energy_pointing_game',
-           'pointing_game_batch', 'pointing_game', 'check_map', 'MapScores', 'score_maps', 'rank_cells',
-           'cells_for_fractions', 'pixel_mask', 'baseline_image', 'perturb', 'completion_probability',
-           'PerturbationCurve', 'deletion_insertion', 'deletion_insertion_batch']
+__all__ = ['MAX_GRID_SIDE', 'COVERAGE_BUDGET', 'MAP_FLAGS', 'MAX_IMAGE_SIDE', 'as_map', 'cell_coverage_batch', 'cell_coverage',
+           'energy_pointing_game_batch', 'energy_pointing_game', 'pointing_game_batch', 'pointing_game', 'check_map',
+           'MapScores', 'score_maps', 'rank_cells', 'cells_for_fractions', 'pixel_mask', 'baseline_image', 'perturb',
+           'completion_probability', 'PerturbationCurve', 'deletion_insertion', 'deletion_insertion_batch']
 
 # %% ../nbs/02_metrics.ipynb #317f905b
 def _map_array(saliency, name: str) -> np.ndarray:
@@ -57,11 +57,13 @@ def _parse_rows(boxes) -> list[list[Box]]:
         except ValueError as e: raise ValueError(f"boxes[{i}]: {e}") from None
     return out
 
+MAX_GRID_SIDE = 1024  # cells per side of a map (Qwen2.5-VL at its largest budget has about 128 merged image tokens per side)
+
 def _grid(grid) -> tuple[int, int]:
-    "A map's `(gh, gw)`, each an integer >= 1."
+    "A map's `(gh, gw)`, each an integer in [1, `MAX_GRID_SIDE`]."
     try: gh, gw = grid
     except (TypeError, ValueError): raise TypeError(f"grid must be a (gh, gw) pair, got {shown(grid)}") from None
-    return check_int(gh, "grid height"), check_int(gw, "grid width")
+    return check_int(gh, "grid height", 1, MAX_GRID_SIDE), check_int(gw, "grid width", 1, MAX_GRID_SIDE)
 
 def _box_array(boxes_per_map: list) -> tuple[np.ndarray, np.ndarray]:
     "Boxes padded to `(n, max_boxes, 4)` with empty boxes, and a mask of the real ones."
@@ -83,13 +85,22 @@ def _elementary(coords: np.ndarray, cells: int, lo: int, hi: int):
     cell = np.minimum((centres * cells).astype(int), cells - 1)
     return np.diff(edges, axis=1), inside, cell
 
+COVERAGE_BUDGET = 2**24  # elements of the (rows, y intervals, x intervals) arrays `_coverage` builds at once (a few hundred MB)
+
 def _coverage(coords: np.ndarray, # (n, max_boxes, 4) boxes of each row, padded with empty boxes (`_box_array`)
               gh: int, gw: int) -> np.ndarray:
-    "Exact fraction of each cell inside the union of each row's boxes, shape `(n, gh, gw)`."
-    n = len(coords)
+    "Exact fraction of each cell inside the union of each row's boxes, shape `(n, gh, gw)`, in chunks of rows under `COVERAGE_BUDGET`."
+    n, b = coords.shape[:2]
+    per_row = (gh + 2 * b + 1) * (gw + 2 * b + 1)
+    if per_row > COVERAGE_BUDGET:
+        raise ValueError(f"{b} boxes on a {gh}x{gw} grid make {per_row:,} intervals per map, above {COVERAGE_BUDGET:,}: "
+                         "merge boxes or use a coarser grid")
+    step = max(1, COVERAGE_BUDGET // per_row)
+    if n > step: return np.concatenate([_coverage(coords[i:i + step], gh, gw) for i in range(0, n, step)])
     dx, in_x, cx = _elementary(coords, gw, 0, 2)
     dy, in_y, cy = _elementary(coords, gh, 1, 3)
-    inside = (in_y[:, :, None, :] & in_x[:, None, :, :]).any(-1)                      # (n, ny, nx)
+    inside = np.zeros((n, dy.shape[1], dx.shape[1]), bool)                              # (n, ny, nx)
+    for k in range(b): inside |= in_y[:, :, None, k] & in_x[:, None, :, k]               # one box at a time: no (n, ny, nx, b) array
     area = inside * dy[:, :, None] * dx[:, None, :]
     flat = (np.arange(n)[:, None, None] * gh + cy[:, :, None]) * gw + cx[:, None, :]
     cover = np.bincount(flat.ravel(), weights=area.ravel(), minlength=n * gh * gw).reshape(n, gh, gw)
@@ -248,8 +259,10 @@ def cells_for_fractions(fractions, n_cells: int) -> list[int]:
     return [min(n_cells, math.ceil(f * n_cells - 1e-9)) for f in _check_fractions(fractions)]
 
 # %% ../nbs/02_metrics.ipynb #d1c66b59
+MAX_IMAGE_SIDE = 2**15  # pixels per side of an image a mask is made for (a 32768 x 32768 mask is 1 GiB)
+
 def pixel_mask(cells: np.ndarray, # boolean (gh, gw) cell mask
-               size: tuple[int, int], # (width, height) of the image
+               size: tuple[int, int], # (width, height) of the image, each at most `MAX_IMAGE_SIDE`
               ) -> np.ndarray:
     "The boolean `(height, width)` pixel mask of the chosen cells."
     try: cells = np.asarray(cells, dtype=bool)
@@ -258,7 +271,7 @@ def pixel_mask(cells: np.ndarray, # boolean (gh, gw) cell mask
     gh, gw = cells.shape
     try: w, h = size
     except (TypeError, ValueError): raise TypeError(f"size must be a (width, height) pair, got {shown(size)}") from None
-    w, h = check_int(w, "width"), check_int(h, "height")
+    w, h = check_int(w, "width", 1, MAX_IMAGE_SIDE), check_int(h, "height", 1, MAX_IMAGE_SIDE)
     rows = ((np.arange(h) + 0.5) * gh / h).astype(int)
     cols = ((np.arange(w) + 0.5) * gw / w).astype(int)
     return cells[rows][:, cols]

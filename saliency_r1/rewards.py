@@ -17,8 +17,9 @@ from .data import parse_boxes, check_int, check_real, shown
 from .metrics import MAP_FLAGS, score_maps
 
 # %% auto #0
-__all__ = ['THINK_OPEN', 'THINK_CLOSE', 'NUMBER_WORDS', 'JUDGE_PROMPT', 'saliency_reward', 'completion_text', 'split_completion',
-           'format_reward', 'normalize_answer', 'numbers_in', 'parse_number', 'choice_letter', 'match_answer',
+__all__ = ['THINK_OPEN', 'THINK_CLOSE', 'ANSWER_OPEN', 'ANSWER_CLOSE', 'NUMBER_WORDS', 'JUDGE_PROMPT', 'saliency_reward',
+           'completion_text', 'split_completion', 'check_convention', 'prompt_opens_think', 'format_reward',
+           'normalize_answer', 'numbers_in', 'parse_number', 'final_answer', 'choice_letter', 'match_answer',
            'answer_text', 'accuracy_reward', 'JudgeError', 'LLMJudge', 'judge_reward', 'SaliencyReward', 'weighted_sum',
            'group_advantages']
 
@@ -40,19 +41,72 @@ def completion_text(completion) -> str:
 
 # %% ../nbs/03_rewards.ipynb #9dbb0369
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 
-def split_completion(completion) -> tuple[str, str] | None:
-    "`(thinking, answer)`, stripped, of a well-formed `<think>…</think>answer` completion; None otherwise."
-    text = completion_text(completion)
+def _untagged(answer: str) -> str | None:
+    "An answer without its R1-V `<answer>…</answer>` tags (stripped), as is without tags, None if the tags are malformed."
+    if ANSWER_OPEN not in answer and ANSWER_CLOSE not in answer: return answer
+    m = re.fullmatch(r"\s*<answer>(.*?)</answer>\s*", answer, re.S)
+    return m.group(1).strip() if m and ANSWER_OPEN not in m.group(1) else None
+
+def split_completion(completion,
+                     think_prefilled: bool = False, # the chat template ended the prompt with `<think>` (Qwen3 thinking, R1 distills)
+                    ) -> tuple[str, str] | None:
+    "`(thinking, answer)`, stripped, of a well-formed `<think>…</think>answer` completion (answer tags removed); None otherwise."
+    text = (THINK_OPEN if think_prefilled else "") + completion_text(completion)
     if text.count(THINK_OPEN) != 1 or text.count(THINK_CLOSE) != 1: return None
     head, rest = text.split(THINK_OPEN)
     if THINK_CLOSE not in rest: return None
     thinking, answer = (t.strip() for t in rest.split(THINK_CLOSE))
+    answer = _untagged(answer)
     return (thinking, answer) if thinking and answer and not head.strip() else None
 
-def format_reward(completions: list, **kwargs) -> list[float]:
-    "1.0 for each completion of the exact form `<think>reasoning</think>answer`, else 0.0."
-    return [float(split_completion(c) is not None) for c in completions]
+# %% ../nbs/03_rewards.ipynb #22dde601
+def _column(name: str, values, n: int, reward: str, fix: str) -> list:
+    "A dataset column passed to a reward, checked: present and one entry per completion."
+    if values is None: raise ValueError(f"{reward} needs the dataset column `{name}`, which is missing: {fix}")
+    values = list(values)
+    if len(values) != n: raise ValueError(f"{reward} got {len(values)} values of `{name}` for {n} completions: "
+                                          "pass one per completion (TRL repeats dataset columns per generation)")
+    return values
+
+_FOREIGN_THINKING = re.compile(r"<(reasoning|thoughts?|thinking|reason|scratchpad|seed:think|start_working_out)>|◁think▷|"
+                               r"<\|begin_of_thought\|>|\[THINK\]|<\|channel\|>analysis", re.I)
+_WARNED: set = set()
+
+def _warn_once(key: str, message: str):
+    "A `UserWarning` the first time `key` is met in this process (a run), then silence."
+    if key not in _WARNED: _WARNED.add(key); warnings.warn(message, UserWarning, stacklevel=3)
+
+def check_convention(texts: list[str], prefilled: list[bool] | None = None):
+    "Warn once per run about completions whose convention the rewards and maps cannot read (they would silently score 0)."
+    for text, pre in zip(texts, prefilled or [False] * len(texts)):
+        if THINK_OPEN in text or pre: continue
+        if THINK_CLOSE in text:
+            _warn_once("prefill", "Completions close </think> without opening <think>: the chat template probably opens it at the end "
+                       "of the prompt (Qwen3 thinking mode, DeepSeek-R1 distills). Pass think_prefilled (one flag per completion; "
+                       "SaliencyGRPOTrainer adds it) or text prompts; until then they score 0 on format and get no map")
+        elif m := _FOREIGN_THINKING.search(text):
+            _warn_once(m.group(0).lower(), f"Completions think inside {m.group(0)}, a convention this library does not read: "
+                       "it reads <think>reasoning</think>answer (the answer optionally in <answer>…</answer> or \\boxed{}). "
+                       "These completions score 0 on format and get no map: prompt for <think> tags or rewrite yours to them")
+
+def prompt_opens_think(prompt) -> bool:
+    "Whether a text prompt ends with an open `<think>` (after whitespace): its completions start inside the thinking."
+    return isinstance(prompt, str) and prompt.rstrip().endswith(THINK_OPEN)
+
+def _prefilled(n: int, flags=None, prompts=None, reward: str = "format_reward") -> list[bool]:
+    "Per completion: the `think_prefilled` column if given, else read from text prompts (conversational prompts: False)."
+    if flags is not None: return [bool(f) for f in _column("think_prefilled", flags, n, reward, "pass one flag per completion")]
+    prompts = list(prompts) if isinstance(prompts, (list, tuple)) and len(prompts) == n else [None] * n
+    return [prompt_opens_think(p) for p in prompts]
+
+def format_reward(completions: list, think_prefilled: list | None = None, # per completion: the prompt ended with `<think>`
+                  prompts: list | None = None, **kwargs) -> list[float]:
+    "1.0 for each completion of the exact form `<think>reasoning</think>answer` (`<think>` in the prompt if prefilled), else 0.0."
+    pre = _prefilled(len(completions), think_prefilled, prompts)
+    check_convention([completion_text(c) for c in completions], pre)
+    return [float(split_completion(c, p) is not None) for c, p in zip(completions, pre)]
 
 # %% ../nbs/03_rewards.ipynb #a0ecfea5
 _LEAD_INS = re.compile(r"^(?:(?:the )?(?:final )?answer(?: is)?|it is|it s|this is|that is|there is|there are) ")
@@ -102,6 +156,26 @@ def parse_number(text: str) -> float | None:
     value = float(t.replace(",", ""))
     return value if math.isfinite(value) else None   # 400 digits are text, not infinity
 
+# %% ../nbs/03_rewards.ipynb #c4b99e82
+_ANSWER_TAGS = re.compile(r"<answer>(.*?)</answer>", re.S)
+
+def _last_boxed(text: str) -> str | None:
+    "The content of the last balanced `\\boxed{…}` in `text`, or None."
+    start = text.rfind("\\boxed{")
+    if start < 0: return None
+    depth, i = 1, start + len("\\boxed{")
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0: return text[i:j]
+    return None
+
+def final_answer(text: str) -> str:
+    "The answer a text gives: inside its last `<answer>…</answer>` (R1-V), then inside its last `\\boxed{…}` (`\\text{}` unwrapped), stripped."
+    t = str(text)
+    if tagged := _ANSWER_TAGS.findall(t): t = tagged[-1]
+    if (boxed := _last_boxed(t)) is not None: t = re.sub(r"\\(?:text|mathrm|textbf)\{([^{}]*)\}", r"\1", boxed)
+    return t.replace(ANSWER_OPEN, " ").replace(ANSWER_CLOSE, " ").strip()
+
 # %% ../nbs/03_rewards.ipynb #23cd9f9f
 _CHOICE = re.compile(r"^\s*(?:\(([a-z])\)|option\s+([a-z])\b|([a-z])\s*[.):](?!\d)|([a-z])\s*$)", re.I)
 
@@ -115,9 +189,9 @@ def _yes_no(text: str) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 def match_answer(answer: str, solution: str, rel_tol: float = 0.0, abs_tol: float = 1e-6) -> bool:
-    "Whether `answer` matches `solution` by the rules above (choice letter, yes/no, number, normalized text)."
+    "Whether `answer` matches `solution` by the rules above (choice letter, yes/no, number, normalized text), each read by `final_answer`."
     rel_tol, abs_tol = check_real(rel_tol, "rel_tol", low=0), check_real(abs_tol, "abs_tol", low=0)
-    answer, solution = str(answer), str(solution)
+    answer, solution = final_answer(str(answer)), final_answer(str(solution))
     norm_a, norm_s = normalize_answer(answer), normalize_answer(solution)
     if (sol := choice_letter(solution)) is not None:
         got = choice_letter(answer)
@@ -130,18 +204,10 @@ def match_answer(answer: str, solution: str, rel_tol: float = 0.0, abs_tol: floa
     return norm_a == norm_s
 
 # %% ../nbs/03_rewards.ipynb #2114ab8b
-def _column(name: str, values, n: int, reward: str, fix: str) -> list:
-    "A dataset column passed to a reward, checked: present and one entry per completion."
-    if values is None: raise ValueError(f"{reward} needs the dataset column `{name}`, which is missing: {fix}")
-    values = list(values)
-    if len(values) != n: raise ValueError(f"{reward} got {len(values)} values of `{name}` for {n} completions: "
-                                          "pass one per completion (TRL repeats dataset columns per generation)")
-    return values
-
 def answer_text(completion) -> str | None:
-    "The stripped text after the last `</think>`, or None when there is no `</think>`."
+    "The answer after the last `</think>` as `final_answer` reads it (answer tags, `\\boxed{}`), or None when there is no `</think>`."
     text = completion_text(completion)
-    return text.rsplit(THINK_CLOSE, 1)[1].strip() if THINK_CLOSE in text else None
+    return final_answer(text.rsplit(THINK_CLOSE, 1)[1]) if THINK_CLOSE in text else None
 
 # %% ../nbs/03_rewards.ipynb #3b8b6b63
 def accuracy_reward(completions: list, solution: list | None = None, # the ground-truth answers (dataset column)
@@ -378,7 +444,7 @@ class SaliencyReward:
         maps = _column("saliency_maps", saliency_maps, n, "saliency_reward",
                        "train with SaliencyGRPOTrainer (it passes the answer maps), or pass `saliency_maps` yourself")
         valid = [True] * n if valid is None else _column("valid", valid, n, "saliency_reward", "pass one flag per completion")
-        boxes, fmt = _row_boxes(bbox), format_reward(completions)
+        boxes, fmt = _row_boxes(bbox), format_reward(completions, kwargs.get("think_prefilled"), kwargs.get("prompts"))
         reasons = ["no boxes" if not b else "format" if not f else "invalid" if not ok else "map" for b, f, ok in zip(boxes, fmt, valid)]
         todo = [i for i, r in enumerate(reasons) if r == "map"]
         if saliency_score is None:

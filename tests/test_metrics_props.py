@@ -3,15 +3,14 @@ from itertools import combinations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from saliency_r1.data import Box
 from saliency_r1.metrics import (cell_coverage, cell_coverage_batch, energy_pointing_game, energy_pointing_game_batch,
                                  pointing_game, pointing_game_batch)
 
-settings.register_profile("default", max_examples=60, deadline=None, database=None)
-settings.load_profile("default")
+# Examples per test come from the profile of tests/conftest.py ("ci": derandomized; `make fuzz`: fresh and many more).
 
 
 @st.composite
