@@ -39,7 +39,8 @@ class SaliencyGRPOConfig(GRPOConfig):
     format_weight: float = field(default=1.0, metadata={"help": "weight of the format reward"})
     accuracy_weight: float = field(default=1.0, metadata={"help": "weight of the accuracy reward"})
     saliency_weight: float = field(default=1.0, metadata={"help": "weight of the saliency reward (0: not rewarded)"})
-    max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata={"help": "larger images are downscaled to this many pixels"})
+    max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata={"help": "image budget: larger images are downscaled to this many "
+        "pixels (1280*28*28 = 1003520: at most 1280 image tokens on Qwen2/2.5-VL), the budget load_vlm gives the processor"})
     log_saliency_examples: int = field(default=0, metadata={"help": "save a figure of this many completions and maps at each logging step"})
     gradient_checkpointing: bool | None = field(default=None, metadata={"help": "deprecated alias of activation_checkpointing"})
 

@@ -13,13 +13,13 @@ import transformers
 from transformers import AutoConfig, AutoModelForImageTextToText, PreTrainedTokenizerFast
 
 from .data import (SYSTEM_PROMPT, TEMPLATES, COUNT_WORDS, make_conversation, format_completion,
-                              make_shapes_example, check_int, check_real, shown, to_rgb)
+                              make_shapes_example, check_int, check_real, shown, to_rgb, DEFAULT_MAX_PIXELS)
 
 # %% auto #0
 __all__ = ['QWEN_SPECIAL_TOKENS', 'THINK_TOKENS', 'QWEN_CHAT_TEMPLATE', 'ImageOnlyQwen2VLProcessor',
            'ImageOnlyQwen2_5_VLProcessor', 'ImageOnlyQwen3VLProcessor', 'ARCHS', 'CHECKPOINTS', 'world_corpus',
            'build_tokenizer', 'tiny_config', 'tiny_processor', 'tiny_vlm', 'prepare_conversations', 'prepare_inputs',
-           'load_processor', 'check_checkpoint', 'load_vlm', 'pretrained_tiny']
+           'load_processor', 'check_checkpoint', 'cap_pixels', 'load_vlm', 'pretrained_tiny']
 
 # %% ../nbs/01_models.ipynb #1cb11cb2
 QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -240,12 +240,22 @@ def check_checkpoint(name_or_path, revision: str | None = None, cache_dir=None, 
         raise FileNotFoundError(f"{where}, and the hub cannot be reached ({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}): "
                                 "download it where a network exists, or pass a local folder") from None
 
-def load_vlm(name_or_path, dtype="auto", attn_implementation=None, device_map=None, trust_remote_code: bool = False, **kw):
+def cap_pixels(processor, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+    "Cap the images `processor` makes tokens of at `max_pixels` (its own budget where smaller; None keeps its own). Returns it."
+    size = getattr(getattr(processor, "image_processor", None), "size", None)
+    if max_pixels is None or getattr(size, "longest_edge", None) is None: return processor  # no Qwen-VL pixel budget to cap
+    size.longest_edge = min(size.longest_edge, check_int(max_pixels, "max_pixels"))
+    if size.shortest_edge and size.shortest_edge > size.longest_edge: size.shortest_edge = size.longest_edge
+    return processor
+
+def load_vlm(name_or_path, dtype="auto", attn_implementation=None, device_map=None, trust_remote_code: bool = False,
+             max_pixels: int | None = DEFAULT_MAX_PIXELS, # image budget of the processor (`cap_pixels`); None: the checkpoint's own
+             **kw):
     "A VLM and its processor from a hub name or a local folder, through the Auto classes; `FileNotFoundError` in one line if there is none."
     check_checkpoint(name_or_path, kw.get("revision"), kw.get("cache_dir"), kw.get("local_files_only", False))
     model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=dtype, attn_implementation=attn_implementation,
                                                         device_map=device_map, trust_remote_code=trust_remote_code, **kw)
-    processor = load_processor(name_or_path, trust_remote_code=trust_remote_code)
+    processor = cap_pixels(load_processor(name_or_path, trust_remote_code=trust_remote_code), max_pixels)
     pad = processor.tokenizer.pad_token_id
     if model.generation_config.pad_token_id is None and pad is not None: model.generation_config.pad_token_id = pad
     return model.eval(), processor
