@@ -57,9 +57,9 @@ def layer_weight(layer: torch.nn.Module, rows: torch.Tensor | None = None) -> to
     bitsandbytes weights are dequantized, FSDP2 `DTensor`s gathered; ZeRO-3 and FSDP1 need `gathered` around the call.
     TypeError for weights of another kind (GPTQ/AWQ packed, torchao, HQQ, fp8); RuntimeError for an empty (ungathered) one."""
     w = getattr(layer, "weight", None)
-    if w is not None and type(w).__name__ in BNB_PARAMS:
-        from peft.utils.integrations import dequantize_module_weight
-        w = dequantize_module_weight(layer)
+    if w is not None and type(w).__name__ in BNB_PARAMS:  # (not PEFT's dequantize_module_weight: it re-assigns an 8-bit weight)
+        from peft.utils.integrations import dequantize_bnb_weight
+        w = dequantize_bnb_weight(w, getattr(layer, "state", None))
     elif isinstance(w, DTensor): w = w.full_tensor()
     elif type(w) not in (torch.nn.Parameter, torch.Tensor) or not w.is_floating_point():
         raise TypeError(f"{type(layer).__name__} holds its weight as {type(w).__name__}{'' if w is None else f' ({w.dtype})'}: "
