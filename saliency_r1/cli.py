@@ -9,7 +9,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['RECIPES', 'COMMON_TRAIN_OPTIONS', 'CLIError', 'cmd_sft', 'cmd_data', 'cmd_explain', 'cmd_eval', 'cmd_demo',
-           'list_recipes', 'recipe_path', 'resolve_recipe', 'train_help', 'cmd_train', 'build_parser', 'main']
+           'list_recipes', 'recipe_path', 'resolve_recipe', 'train_help', 'normalize_options', 'cmd_train',
+           'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #403d5029
 class CLIError(Exception):
@@ -44,6 +45,7 @@ def _pair(text: str) -> tuple[int, int]:
 
 # %% ../nbs/10_cli.ipynb #0118e795
 def cmd_sft(a) -> dict:
+    "`saliency-r1 sft`: cold-start SFT (the tiny model from scratch, or LoRA on `--model`); writes the checkpoint and training_info.json."
     from saliency_r1.models import tiny_vlm, load_vlm
     from saliency_r1.sft import sft, shapes_stream
     from saliency_r1.data import load_grounded_dataset
@@ -70,6 +72,7 @@ def cmd_sft(a) -> dict:
 
 # %% ../nbs/10_cli.ipynb #44016fb0
 def cmd_data(a) -> dict:
+    "`saliency-r1 data`: write a synthetic grounded dataset (a folder, .parquet or .jsonl with PNGs)."
     from saliency_r1.data import make_shapes_dataset
     ds = make_shapes_dataset(a.n, seed=a.seed, image_size=a.image_size, shortcut_rate=a.shortcut_rate, wander_rate=a.wander_rate,
                              **({"templates": a.templates.split(",")} if a.templates else {}))
@@ -115,10 +118,11 @@ def _boxes(text: str | None) -> list:
 def _read_image(path: str):
     from saliency_r1.data import to_rgb
     if not Path(path).is_file(): raise CLIError(f"--image {path}: no such file")
-    try: return to_rgb(str(path))
+    try: return to_rgb(str(path), max_pixels=None)  # sized by the processor's pixel budget (load_vlm), as explain sizes it
     except (TypeError, ValueError, OSError) as e: raise CLIError(f"--image {path} is not a readable image: {str(e).splitlines()[0]}") from None
 
 def cmd_explain(a) -> dict:
+    "`saliency-r1 explain`: answer one question about one image; print it and write overlay.png, reasoning_flow.png, explanation.json."
     import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from saliency_r1.metrics import energy_pointing_game, cell_coverage
@@ -173,6 +177,7 @@ def _run_eval(a, data, methods) -> "EvalReport":
     return report
 
 def cmd_eval(a) -> dict:
+    "`saliency-r1 eval`: evaluate a checkpoint on a dataset; write report.json, report.md and report.png."
     methods, data = _methods(a.methods), _eval_dataset(a)
     report = _run_eval(a, data, methods)
     print(f"wrote {Path(a.out) / 'report.json'}, {Path(a.out) / 'report.md'} and {Path(a.out) / 'report.png'} ({report.info['seconds']} s)")
@@ -180,6 +185,7 @@ def cmd_eval(a) -> dict:
 
 # %% ../nbs/10_cli.ipynb #4cab2a13
 def cmd_demo(a) -> dict:
+    "`saliency-r1 demo`: evaluate the shipped tiny model with every method; write the report, metrics.json and examples.png."
     import matplotlib.pyplot as plt
     from saliency_r1.viz import plot_examples
     from saliency_r1.saliency import METHODS
@@ -205,7 +211,7 @@ RECIPES = Path(str(importlib.resources.files("saliency_r1"))) / "recipes"
 
 def list_recipes() -> dict[str, str]:
     "The shipped GRPO recipes: name -> the first line of the recipe's header comment."
-    def summary(p): return next((l.lstrip("# ").strip() for l in p.read_text().splitlines() if l.startswith("#")), "")
+    def summary(p): return next((l.lstrip("# ").strip().rstrip(":") for l in p.read_text().splitlines() if l.startswith("#")), "")
     return {p.stem: summary(p) for p in sorted(RECIPES.glob("*.yaml"))}
 
 def recipe_path(name: str) -> Path:
@@ -264,8 +270,26 @@ def train_help(columns: int = 110) -> str:
               ("GRPO and training (a selection)", [f for n in COMMON_TRAIN_OPTIONS for f in dataclasses.fields(GRPOConfig) if f.name == n])]
     for title, fields in groups:
         g = p.add_argument_group(title)
-        for f in fields: g.add_argument(f"--{f.name}", metavar="", help=_option_help(f))
+        for f in fields: g.add_argument(_flag(f.name), metavar="", help=_option_help(f))
     return p.format_help()
+
+_TRAIN_ALIASES = {"model": "model_name_or_path"}  # one name for one thing across the commands
+
+def _flag(name: str) -> str:
+    "The documented spelling of an option: dashes (`--max-new-tokens`, `--max-steps`), `--model` for the checkpoint."
+    return "--" + {v: k for k, v in _TRAIN_ALIASES.items()}.get(name, name).replace("_", "-")
+
+def normalize_options(argv: list[str], underscores: bool = False) -> list[str]:
+    "`argv` with every option in one spelling: dashes (or `underscores`, what the train parser's dataclasses name); `--model` as the train parser names it."
+    out = []
+    for a in argv:
+        if a.startswith("--") and len(a) > 2:
+            name, eq, value = a[2:].partition("=")
+            name = name.replace("-", "_") if underscores else name.replace("_", "-")
+            if underscores: name = _TRAIN_ALIASES.get(name, name)
+            a = f"--{name}{eq}{value}"
+        out.append(a)
+    return out
 
 # %% ../nbs/10_cli.ipynb #f174b539
 def cmd_train(argv: list[str]) -> dict:
@@ -279,7 +303,7 @@ def cmd_train(argv: list[str]) -> dict:
     parser = TrlParser((SaliencyGRPOConfig, GRPOScriptArguments), prog="saliency-r1 train",
                        description="GRPO with saliency rewards (options: a YAML --config and/or --key value)")
     if "--help-all" in argv: parser.print_help(); return {}
-    config, script = parser.parse_args_and_config(resolve_recipe(argv))
+    config, script = parser.parse_args_and_config(normalize_options(resolve_recipe(argv), underscores=True))
     trainer = run_grpo(config, script)
     last = next((h for h in reversed(trainer.state.log_history) if "loss" in h), {})
     info = dict(steps=trainer.state.global_step, output_dir=config.output_dir, **{k: v for k, v in last.items() if "saliency" in k or k == "reward"})
@@ -292,75 +316,88 @@ def _model_args(p):
     p.add_argument("--tiny-variant", default=None, help="without --model: the shipped tiny model's variant, e.g. wander")
 
 def _eval_args(p, n, seed, out, methods):
-    p.add_argument("--methods", nargs="+", default=methods, help=f"saliency methods (default: {methods or 'all, chain first'})")
+    p.add_argument("--methods", nargs="+", default=methods, help="saliency methods" + ("" if methods else " (default: all, chain first)"))
     p.add_argument("--n", type=_count, default=n, help="questions (synthetic: how many to draw, default 200; else the first N rows)"
-                   if n is None else f"held-out questions (default {n})")
-    p.add_argument("--seed", type=int, default=seed, help=f"seed of the synthetic questions (default {seed})")
+                   if n is None else "held-out questions")
+    p.add_argument("--seed", type=int, default=seed, help="seed of the synthetic questions")
     p.add_argument("--deletion", type=_count0, default=0, help="deletion/insertion curves on the first N valid examples (default 0: none)")
-    p.add_argument("--batch-size", type=_count, default=32)
-    p.add_argument("--max-new-tokens", type=_count, default=64)
+    p.add_argument("--batch-size", type=_count, default=32, help="questions answered at once")
+    p.add_argument("--max-new-tokens", type=_count, default=64, help="longest completion, in tokens")
     p.add_argument("--no-blank", action="store_true", help="skip the blank-image control")
-    p.add_argument("--out", default=out, help=f"output folder (default {out})")
+    p.add_argument("--out", default=out, help="output folder")
     _model_args(p)
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    "Each option's help with its default (none for flags, required options and defaults of None), wrapped at 100 columns."
+    def __init__(self, prog): super().__init__(prog, width=100, max_help_position=32)
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS or action.required \
+           or "default" in (action.help or ""): return action.help
+        return super()._get_help_string(action)
+
+def _command(sub, name: str, help: str, **kw):
+    "A subcommand whose --help starts with `help` as its description and lists every option with its default."
+    return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", formatter_class=_Help, **kw)
 
 def build_parser() -> argparse.ArgumentParser:
     "The `saliency-r1` argument parser."
-    p = _Parser(prog="saliency-r1", description="Saliency-R1: saliency maps for VLM answers, rewards and GRPO.")
+    p = _Parser(prog="saliency-r1", description="Saliency-R1: saliency maps for VLM answers, rewards and GRPO.",
+                epilog="Options are written with dashes (--max-new-tokens); underscores (--max-new-tokens) are accepted too.")
     sub = p.add_subparsers(dest="command", required=True, metavar="{data,sft,train,explain,eval,demo}")
-    d = sub.add_parser("data", help="write a synthetic grounded VQA dataset to disk")
+    d = _command(sub, "data", "write a synthetic grounded VQA dataset to disk")
     d.add_argument("--out", required=True, help="folder (save_to_disk), or a .parquet / .jsonl path")
     d.add_argument("--n", type=_count, default=1000, help="number of rows")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--image-size", type=_pair, default=(112, 112), help="112 or WIDTHxHEIGHT")
+    d.add_argument("--seed", type=int, default=0, help="seed of the scenes and questions")
+    d.add_argument("--image-size", type=_pair, default="112", help="112 or WIDTHxHEIGHT")
     d.add_argument("--shortcut-rate", type=_rate, default=0.0, help="share of questions that leak their answer")
     d.add_argument("--wander-rate", type=_rate, default=0.0, help="share of reference thoughts that describe the distractors first")
     d.add_argument("--templates", default=None, help="comma-separated subset of colour,shape,relation,count,exists")
     d.set_defaults(func=cmd_data)
 
-    s = sub.add_parser("sft", help="cold-start SFT: the tiny model from scratch, or LoRA on a named checkpoint")
+    s = _command(sub, "sft", "cold-start SFT: the tiny model from scratch, or LoRA on a named checkpoint")
     s.add_argument("--out", required=True, help="output folder for the safetensors checkpoint")
     s.add_argument("--model", default=None, help="hub name or folder to LoRA-tune (default: a new tiny model)")
     s.add_argument("--data", default=None, help="grounded dataset with a 'thinking' column (default: synthetic stream)")
-    s.add_argument("--split", default=None)
-    s.add_argument("--arch", default="qwen2_5_vl", choices=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+    s.add_argument("--split", default=None, help="split of a hub or multi-split dataset")
+    s.add_argument("--arch", default="qwen2_5_vl", choices=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"], help="family of a new tiny model")
     s.add_argument("--init", default=None, help="continue full fine-tuning of a tiny model from this folder (e.g. a second, low-lr stage)")
     s.add_argument("--steps", type=_count, default=12000, help="max optimizer steps (the cosine schedule's length)")
     s.add_argument("--minutes", type=_positive, default=None, help="wall-clock budget; stops early when spent")
-    s.add_argument("--batch-size", type=_count, default=32)
-    s.add_argument("--lr", type=_positive, default=2e-3)
+    s.add_argument("--batch-size", type=_count, default=32, help="examples per optimizer step")
+    s.add_argument("--lr", type=_positive, default=2e-3, help="peak learning rate")
     s.add_argument("--vision-lr-mult", type=_positive, default=1.0, help="learning-rate factor for the vision tower")
-    s.add_argument("--warmup", type=_count0, default=200)
+    s.add_argument("--warmup", type=_count0, default=200, help="warmup steps")
     s.add_argument("--curriculum-steps", type=_count0, default=1500, help="steps of distractor-free scenes first")
     s.add_argument("--wander-rate", type=_rate, default=0.0, help="share of synthetic reference thoughts that describe the distractors first")
-    s.add_argument("--image-size", type=_pair, default=(112, 112))
+    s.add_argument("--image-size", type=_pair, default="112", help="synthetic images: 112 or WIDTHxHEIGHT")
     s.add_argument("--lora", nargs="+", default=None, help="LoRA target modules (default for --model: q_proj v_proj)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--logging-steps", type=_count, default=100)
-    s.add_argument("--save-steps", type=_count, default=None)
-    s.add_argument("--resume-from-checkpoint", default=None)
+    s.add_argument("--seed", type=int, default=0, help="seed of the model and the data stream")
+    s.add_argument("--logging-steps", type=_count, default=100, help="log every N steps")
+    s.add_argument("--save-steps", type=_count, default=None, help="save a checkpoint every N steps (default: at the end only)")
+    s.add_argument("--resume-from-checkpoint", default=None, help="a checkpoint folder of an earlier run to continue")
     s.set_defaults(func=cmd_sft)
 
     sub.add_parser("train", add_help=False, help="GRPO with saliency rewards: saliency-r1 train --recipe tiny_cpu [--key value ...] "
                                                   "(--list-recipes, --help, --help-all)")
 
-    x = sub.add_parser("explain", help="explain one answer: print it, write the map over the image and the reasoning flow")
+    x = _command(sub, "explain", "explain one answer: print it, write the map over the image and the reasoning flow")
     x.add_argument("--image", required=True, help="the image file")
     x.add_argument("--question", required=True, help="the question about it")
-    x.add_argument("--method", default="chain", help="saliency method: chain (default), top_token, cot, direct, attention, rollout or gradient")
+    x.add_argument("--method", default="chain", help="saliency method: chain, top_token, cot, direct, attention, rollout or gradient")
     x.add_argument("--bbox", default=None, help='evidence box "[x1,y1,x2,y2]" normalized to [0, 1] (or a list of boxes): '
                                                 "prints the share of the map's energy inside it")
     x.add_argument("--out", default="outputs/explain", help="output folder")
-    x.add_argument("--max-new-tokens", type=_count, default=256)
+    x.add_argument("--max-new-tokens", type=_count, default=256, help="longest completion, in tokens")
     _model_args(x)
     x.set_defaults(func=cmd_explain)
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint on a dataset: accuracy and every method's maps; writes report.json/.md/.png")
+    e = _command(sub, "eval", "evaluate a checkpoint on a dataset: accuracy and every method's maps; writes report.json/.md/.png")
     e.add_argument("--dataset", required=True, help="'synthetic' (held-out synthetic questions) or a grounded dataset source")
     e.add_argument("--split", default=None, help="split of a hub or multi-split dataset")
     _eval_args(e, n=None, seed=4242, out="outputs/eval", methods="chain")
     e.set_defaults(func=cmd_eval)
 
-    m = sub.add_parser("demo", help="the main job: evaluate the shipped tiny model with every saliency method, write outputs/demo/")
+    m = _command(sub, "demo", "the main job: evaluate the shipped tiny model with every saliency method, write outputs/demo/")
     _eval_args(m, n=500, seed=1000, out="outputs/demo", methods=None)
     m.add_argument("--examples", type=_count, default=8, help="examples in the figure")
     m.set_defaults(func=cmd_demo, dataset="synthetic", split=None)
@@ -373,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*gradient_checkpointing.* is deprecated", category=FutureWarning)  # TRL's config
     if argv[:1] == ["train"]: command, run = "train", lambda: cmd_train(argv[1:])
     else:
-        try: args = build_parser().parse_args(argv)
+        try: args = build_parser().parse_args(normalize_options(argv))
         except SystemExit as e: return e.code  # --help (0) or a usage error, already printed as one line (2)
         command, run = args.command, lambda: args.func(args)
     try: run()

@@ -17,6 +17,18 @@ def test_help(cmd):
     r = run(*cmd, "--help")
     assert r.returncode == 0, r.stderr
     assert "usage" in r.stdout.lower()
+    if cmd and cmd != ["train"]:  # a description under the usage, and the defaults
+        assert r.stdout.split("\n\n")[1].strip()[:1].isupper(), r.stdout[:400]
+        assert "(default: " in r.stdout and "_" not in "".join(l.split()[0] for l in r.stdout.splitlines() if l.strip().startswith("--"))
+
+def test_one_spelling_documented_both_accepted(tmp_path):
+    "Options are documented with dashes (train too, --model for its checkpoint); underscores are accepted as well."
+    h = run("train", "--help").stdout
+    assert "--max-steps" in h and "--model " in h and "--max_steps" not in h and "--model_name_or_path" not in h
+    r = run("data", "--out", tmp_path / "d", "--n", "2", "--image_size", "64")
+    assert r.returncode == 0, r.stderr
+    assert "qwen2_5_vl_3b" in run("train", "--list-recipes").stdout and not any(
+        l.endswith(":") for l in run("train", "--list-recipes").stdout.splitlines())
 
 def test_bad_arguments_are_one_line(tmp_path):
     r = run("data", "--out", str(tmp_path / "d"), "--image-size", "huge")
