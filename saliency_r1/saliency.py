@@ -610,7 +610,7 @@ def _grids(rec: SaliencyRecording) -> list[tuple[int, int]]:
 
 # %% ../nbs/05_saliency.ipynb #db20392f
 def _numpy(x: torch.Tensor | None, shape=None) -> np.ndarray | None:
-    return None if x is None else x.reshape(shape or x.shape).cpu().numpy().astype(np.float32)
+    return None if x is None else x.reshape(shape or x.shape).float().cpu().numpy()
 
 def _recorded_maps(row: _Row, c: _Completion, method: str, chain_coverage: float = 1.0, chain: _Maps | None = None) -> dict:
     "Explanation fields (answer_map, think_flow, think_maps) of one valid completion by a recorded method (`chain`: its chain maps, if known)."
@@ -657,6 +657,8 @@ def explain_batch(rec: SaliencyRecording,  # what `record_saliency` kept of the 
     return out
 
 # %% ../nbs/05_saliency.ipynb #9dabe3ea
+from .data import check_int
+
 def tokenize_completions(processor, completions: Sequence[str]) -> list[list[int]]:
     "Ids of finished completions: each text tokenized without special tokens, end-of-turn appended."
     tok = getattr(processor, "tokenizer", processor)
@@ -672,6 +674,8 @@ _ROW_LAYOUT_OPTIONS = {  # generate options that break the one-query-row-per-ste
 def check_generation_options(model, **generate_kwargs):
     "Raise ValueError if `generate` would run with an option the recording cannot follow (beam search, assisted or contrastive decoding, a static or given cache)."
     config = generate_kwargs.get("generation_config") or getattr(model, "generation_config", None)
+    for name, most in (("max_new_tokens", 32768), ("num_return_sequences", 1024)):   # sizes, bounded before anything is generated
+        if generate_kwargs.get(name) is not None: check_int(generate_kwargs[name], name, 1, most)
     for name, breaks in _ROW_LAYOUT_OPTIONS.items():
         value = generate_kwargs[name] if name in generate_kwargs else getattr(config, name, None)
         if breaks(value):
@@ -697,6 +701,7 @@ def explain(model,                       # a supported VLM
         raise TypeError(f"explain got one image but question is a {type(question).__name__}: pass one question string, or a list of images")
     if batched and isinstance(question, str): raise TypeError(f"explain got {len(image)} images but one question string: pass a list of questions")
     images, questions = (list(image), list(question)) if batched else ([image], [question])
+    if not images: raise ValueError("explain got an empty list of images: pass at least one image and question")
     images = [to_rgb(im, max_pixels=None) for im in images]  # the processor's own pixel budget decides the size
     completions = None if completion is None else (list(completion) if batched else [completion])
     if len(questions) != len(images) or (completions is not None and len(completions) != len(images)):

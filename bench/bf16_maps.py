@@ -1,0 +1,183 @@
+"""How precise a bfloat16 map is, and where its error comes from (issue 22); the Qwen2.5-VL-3B shape on this CPU (issue 17).
+
+Three maps of the same completion, per method ("chain", "cot", "direct", "top_token"):
+
+  A   the bf16 model's forward, recorded; the map arithmetic in float32 (the library's default, `map_dtype=torch.float32`)
+  A16 the same recording, the map arithmetic in bfloat16 (`map_dtype=torch.bfloat16`)
+  B   a float32 forward of the *same* (bf16-rounded) weights, recorded; float32 arithmetic
+
+A against B is the error a bf16 forward leaves in the map (what a user training in bf16 sees); A16 against B adds what
+bf16 arithmetic would; A against a float32 computation from A's own recording upcast is the map arithmetic's own error
+(tests/test_precision.py asserts it is below 1e-5). The float32 forward casts the vision tower for the whole forward and
+the embeddings, each decoder layer, the final norm and lm_head one at a time, so the 3B shape fits in memory.
+
+    python bench/bf16_maps.py --tiny     # the shipped tiny model in bf16, 24 scenes (seed 2024), about a minute
+    python bench/bf16_maps.py --3b       # a random-init Qwen2.5-VL-3B-shaped model, batch 1, 448 px, 128 thinking tokens:
+                                         # generate time, map time, memory, maps against the naive eager path (~12 min here)
+Writes bench/results/bf16_maps_{tiny,3b}.json.
+"""
+from __future__ import annotations
+import argparse, contextlib, copy, json, resource, statistics, sys, time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from saliency_overhead import build, forcing, naive_maps, scripted_completions  # the overhead benchmark's model and scripts
+
+from saliency_r1.data import make_shapes_dataset
+from saliency_r1.metrics import energy_pointing_game
+from saliency_r1.models import pretrained_tiny, prepare_inputs
+from saliency_r1.saliency import adapter_for, explain_batch, record_saliency, teacher_forced_inputs
+
+METHODS = ("chain", "cot", "direct", "top_token")
+RESULTS = Path(__file__).parent / "results"
+
+
+@contextlib.contextmanager
+def float32_forward(model):
+    """Run `model` with float32 weights: the vision tower for the whole context (the model casts the pixels to its
+    dtype before calling it), the embeddings, each decoder layer, the final norm and lm_head one at a time, around
+    their own forward; the bf16 weights are put back after each."""
+    ad = adapter_for(model)
+    kept = {}
+    def up(module, args=None):
+        kept[module] = [(p, p.data) for p in module.parameters()]
+        for p, d in kept[module]: p.data = d.float()
+    def down(module, args=None, out=None):
+        for p, d in kept.pop(module): p.data = d
+    blocks = [ad.text.embed_tokens, *ad.text.layers, ad.final_norm, ad.model.lm_head]
+    hooks = [h for b in blocks for h in (b.register_forward_pre_hook(up), b.register_forward_hook(down))]
+    up(ad.vision)
+    try: yield
+    finally:
+        down(ad.vision)
+        for h in hooks: h.remove()
+
+
+def rel(a: np.ndarray, b: np.ndarray) -> float:
+    "max |a − b| relative to b's peak."
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def forced_maps(model, processor, inputs, ids, method, map_dtype=torch.float32):
+    "Explanations of the completions `ids` (B, N) from one teacher-forced forward."
+    P = inputs["input_ids"].shape[1]
+    with torch.no_grad(), record_saliency(model, prompt_length=P) as rec:
+        model(**teacher_forced_inputs(inputs, ids, torch.ones_like(ids)), use_cache=False)
+        return explain_batch(rec, ids, processor, method, map_dtype=map_dtype)
+
+
+def summary(values: list[float]) -> dict:
+    return dict(median=float(statistics.median(values)), max=float(max(values)))
+
+
+def compare(model, processor, inputs, ids, boxes=None) -> dict:
+    "Per method: A vs B and A16 vs B (median and max over examples of the relative difference), energy-PG of A and B."
+    out = {}
+    for method in METHODS:
+        a = forced_maps(model, processor, inputs, ids, method)
+        a16 = forced_maps(model, processor, inputs, ids, method, torch.bfloat16)
+        with float32_forward(model): b = forced_maps(model, processor, inputs, ids, method)
+        ok = [i for i, e in enumerate(b) if e.valid and np.abs(e.answer_map).max() > 0]
+        row = {"forward (A vs B)": summary([rel(a[i].answer_map, b[i].answer_map) for i in ok]),
+               "bf16 arithmetic too (A16 vs B)": summary([rel(a16[i].answer_map, b[i].answer_map) for i in ok])}
+        if boxes is not None:
+            epg = lambda exps: [energy_pointing_game(exps[i].answer_map, boxes[i]) for i in ok]
+            ea, eb = epg(a), epg(b)
+            row["energy-PG"] = dict(A=float(np.mean(ea)), B=float(np.mean(eb)), mean_abs_diff=float(np.mean(np.abs(np.subtract(ea, eb)))),
+                                    max_abs_diff=float(np.max(np.abs(np.subtract(ea, eb)))))
+        out[method] = row
+        print(f"{method:<10} A vs B: median {row['forward (A vs B)']['median']:.1e}, max {row['forward (A vs B)']['max']:.1e}; "
+              f"A16 vs B: median {row['bf16 arithmetic too (A16 vs B)']['median']:.1e}, max {row['bf16 arithmetic too (A16 vs B)']['max']:.1e}"
+              + (f"; energy-PG A {row['energy-PG']['A']:.3f} B {row['energy-PG']['B']:.3f} (mean |Δ| {row['energy-PG']['mean_abs_diff']:.4f})"
+                 if boxes is not None else ""))
+    return out
+
+
+def tiny(args):
+    "The shipped tiny model in bf16 against a float32 forward of its bf16 weights, on 24 scenes; checks the per-block float32 forward too."
+    model, processor = pretrained_tiny(dtype=torch.bfloat16)
+    rows = make_shapes_dataset(args.scenes, seed=2024)
+    inputs = prepare_inputs(processor, list(rows["image"]), list(rows["problem"]))
+    P = inputs["input_ids"].shape[1]
+    with torch.no_grad(): ids = model.generate(**inputs, do_sample=False, max_new_tokens=64)[:, P:]  # padded after end of turn
+    twin = copy.deepcopy(model).float()  # the same weights in float32: the per-block float32 forward must give its maps
+    with float32_forward(model): per_block = forced_maps(model, processor, inputs, ids, "chain")
+    check = max(rel(x.answer_map, y.answer_map) for x, y in zip(per_block, forced_maps(twin, processor, inputs, ids, "chain")) if y.valid)
+    print(f"tiny model, bf16, {args.scenes} scenes: per-block float32 forward vs a float32 copy: {check:.1e}")
+    result = dict(scenes=args.scenes, seed=2024, per_block_float32_check=check,
+                  methods=compare(model, processor, inputs, ids, [r["bbox"] for r in rows]))
+    (RESULTS / "bf16_maps_tiny.json").write_text(json.dumps(result, indent=1))
+
+
+def peak_rss_gb() -> float: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
+def shape_3b(args):
+    "Generate, record and map at the Qwen2.5-VL-3B shape in bf16 (batch 1, 448 px, 128 thinking tokens)."
+    t0 = time.perf_counter()
+    model, processor, inputs = build("3b", torch.bfloat16, "cpu", args.image, 1)
+    n_params = sum(p.numel() for p in model.parameters())
+    built, rss_model = time.perf_counter() - t0, peak_rss_gb()
+    tok, P = processor.tokenizer, inputs["input_ids"].shape[1]
+    n_new = args.think + 6  # <think>, thinking, </think>, 3 answer tokens, end of turn
+    scripts = scripted_completions(tok, 1, n_new)
+    gen = dict(max_new_tokens=n_new, do_sample=False, prefix_allowed_tokens_fn=forcing(scripts, P))
+    n_img = int(adapter_for(model).image_mask(inputs["input_ids"][0]).sum())
+    print(f"3B shape: {n_params / 1e9:.2f}B params bf16, built in {built:.0f} s; prompt {P} tokens ({n_img} image tokens), {n_new} new tokens")
+    res = dict(params=n_params, image_tokens=n_img, prompt_tokens=P, new_tokens=n_new, thinking_tokens=args.think,
+               model_bytes=sum(p.numel() * p.element_size() for p in model.parameters()), peak_rss_after_build_gb=rss_model)
+    with torch.no_grad():
+        t = time.perf_counter(); plain = model.generate(**inputs, **gen); res["generate_plain_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        with record_saliency(model) as rec: out = model.generate(**inputs, **gen)
+        res["generate_recorded_s"] = time.perf_counter() - t
+        res["peak_rss_after_generate_gb"] = peak_rss_gb()
+        maps = {}
+        for method in ("chain", "cot"):
+            t = time.perf_counter(); maps[method] = explain_batch(rec, out[:, P:], processor, method); res[f"maps_{method}_s"] = time.perf_counter() - t
+        res["recording_bytes"], res["readout_bytes"] = rec.nbytes, maps["chain"][0]._row.readouts.nbytes
+        res["peak_rss_after_maps_gb"] = peak_rss_gb()
+        res["same_tokens"] = bool(torch.equal(plain, out))
+        del rec
+        model.set_attn_implementation({"text_config": "eager"})
+        norm_in = []
+        hook = adapter_for(model).final_norm.register_forward_hook(
+            lambda m, a, o: norm_in.append(torch.rsqrt(a[0][:, -1:].float().pow(2).mean(-1) + m.variance_epsilon)))
+        t = time.perf_counter()
+        try: naive = model.generate(**inputs, **gen, output_attentions=True, return_dict_in_generate=True)
+        finally: hook.remove(); model.set_attn_implementation({"text_config": "sdpa"})
+        naive_m = naive_maps(model, naive, P, tok, {tok.eos_token_id, tok.pad_token_id}, torch.cat(norm_in, 1))
+        res["generate_naive_with_maps_s"] = time.perf_counter() - t
+        res["naive_attention_bytes"] = sum(x.numel() * x.element_size() for step in naive.attentions for x in step)
+        del naive
+        res["recorded_vs_naive"] = {m: rel(maps[m][0].answer_map.ravel(), naive_m[m][0]) for m in ("chain", "cot")}
+        print(json.dumps(res, indent=1))
+        ids = out[:, P:]
+        res["precision"] = compare(model, processor, inputs, ids)
+    res["peak_rss_gb"] = peak_rss_gb()
+    res["total_s"] = time.perf_counter() - t0
+    (RESULTS / "bf16_maps_3b.json").write_text(json.dumps(res, indent=1))
+    print(f"total {res['total_s'] / 60:.1f} min, peak RSS {res['peak_rss_gb']:.1f} GB")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tiny", action="store_true", help="the shipped tiny model in bf16, 24 scenes")
+    ap.add_argument("--3b", dest="b3", action="store_true", help="the Qwen2.5-VL-3B shape, random init, bf16")
+    ap.add_argument("--scenes", type=int, default=24)
+    ap.add_argument("--image", type=int, default=448)
+    ap.add_argument("--think", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    if not (args.tiny or args.b3): ap.error("pass --tiny, --3b or both")
+    torch.set_num_threads(args.threads)
+    RESULTS.mkdir(exist_ok=True)
+    if args.tiny: tiny(args)
+    if args.b3: shape_3b(args)
+
+
+if __name__ == "__main__":
+    main()
