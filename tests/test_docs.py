@@ -39,9 +39,9 @@ def test_title_cell(nb):
 
 
 def test_sidebar_lists_every_notebook_in_reading_order():
-    entries = docs_preview.sidebar(ROOT / "_quarto.yml", NBS)
+    entries = docs_preview.sidebar(NBS / "_quarto.yml", NBS)
     listed = [nb for _, nb, _ in entries]
-    assert (NBS / "_quarto.yml").resolve() == (ROOT / "_quarto.yml").resolve(), "nbs/_quarto.yml must link to the root _quarto.yml"
+    assert not (ROOT / "_quarto.yml").exists(), "one Quarto config: nbs/_quarto.yml (where nbdev reads it), none at the top level"
     assert listed[0] == "index.ipynb"
     assert not set(notebooks()) - set(listed), f"not in _quarto.yml's sidebar: {sorted(set(notebooks()) - set(listed))}"
     chapters = [nb for nb in listed if re.match(r"^\d\d_", nb)]
@@ -68,7 +68,7 @@ def preview(tmp_path_factory):
 def test_make_docs_writes_every_page(preview):
     "Without a browser too: one page per existing sidebar entry, each with its title, and the stylesheet."
     out, report = preview
-    listed = [nb for _, nb, exists in docs_preview.sidebar(ROOT / "_quarto.yml", NBS) if exists]
+    listed = [nb for _, nb, exists in docs_preview.sidebar(NBS / "_quarto.yml", NBS) if exists]
     assert list(report["pages"]) == listed, "one page per existing sidebar entry, in order"
     for nb, info in report["pages"].items():
         assert f'<h1 class="title">{info["title"]}</h1>' in (out / info["html"]).read_text(), nb
@@ -125,7 +125,7 @@ def check_page(out: Path, html_path: str, info: dict, tmp: Path, ids: dict, anch
 @needs_chromium
 def test_preview_pages_load_with_figures_and_links(preview, tmp_path):
     out, report = preview
-    listed = [nb for _, nb, exists in docs_preview.sidebar(ROOT / "_quarto.yml", NBS) if exists]
+    listed = [nb for _, nb, exists in docs_preview.sidebar(NBS / "_quarto.yml", NBS) if exists]
     nav = Page(re.search(r'<nav id="sidebar">.*?</nav>', (out / "index.html").read_text(), flags=re.S).group(0)).links[1:]
     assert nav == [report["pages"][nb]["html"] for nb in listed], "the sidebar links every page in _quarto.yml order"
     ids, problems, anchors = {}, {}, []
@@ -151,3 +151,54 @@ def test_figures_of_an_executed_chapter(preview, tmp_path):
     assert info["figures"] >= 1, info
     bad = [p for p in check_page(tmp_path / "site", info["html"], info, tmp_path, {}) if not p.startswith("broken link")]
     assert not bad, bad
+
+
+def test_release_files():
+    "The license settings.ini names, in full; a CITATION.cff of the paper and of the library; the paper linked from the README."
+    import yaml
+    assert "Apache License\n                           Version 2.0" in (ROOT / "LICENSE").read_text()
+    assert (ROOT / "LICENSE").read_text().count("\n") > 150, "the full Apache-2.0 text, not a notice"
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == "Apache-2.0" and cff["type"] == "software"
+    paper = cff["preferred-citation"]
+    assert paper["title"].startswith("Saliency-R1: Enforcing Interpretable and Faithful") and paper["year"] == 2026
+    assert [a["family-names"] for a in paper["authors"]] == ["Gong", "Hu", "Zhang", "Ma", "Dou"]
+    assert paper["url"] == "https://arxiv.org/abs/2604.04500"
+    assert "https://arxiv.org/abs/2604.04500" in (ROOT / "README.md").read_text()
+
+
+def test_no_magics_that_the_site_drops():
+    "nbdev's clean_magics removes `%` lines from the pages, leaving the code around them broken (an install cell with"
+    " nothing under `except ImportError:`); use `subprocess` with `sys.executable -m pip`, or a `!` shell line."
+    bad = [f"{nb} cell {i}: {l.strip()}" for nb in notebooks() for i, c in enumerate(nbformat.read(NBS / nb, as_version=4).cells)
+           if c.cell_type == "code" for l in c.source.splitlines() if l.lstrip().startswith("%")]
+    assert not bad, "\n".join(bad)
+
+
+def test_readme_tables_come_from_results_files():
+    "Every results block of the landing page is what tools/readme.py renders from bench/results now; the files it links"
+    " exist; no results file stores a path of the machine it ran on."
+    import readme
+    assert readme.refresh_notebook(write=False) == [], "run `python tools/readme.py`: results blocks differ from bench/results"
+    text = (ROOT / "README.md").read_text()
+    assert {"map_quality", "map_quality_headline", "grpo_signal"} <= set(re.findall(r"<!-- results: ([\w-]+) -->", text))
+    for link in re.findall(r"\]\((bench/results/[^)]+)\)", text): assert (ROOT / link).is_file(), link
+    for f in (ROOT / "bench" / "results").glob("*.json"):
+        assert not re.search(r'"/(work|root|home|tmp)/', f.read_text()), f"{f.name} stores an absolute path: store it relative to the repository"
+
+
+def test_readme_grpo_snippet_is_the_tiny_cpu_recipe():
+    "The README's Python GRPO example sets what the tiny_cpu recipe sets (bookkeeping aside: outputs, logging, saving)."
+    import ast, yaml
+    code = next(b for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S) if "SaliencyGRPOConfig(" in b)
+    calls = {(n.func.id if isinstance(n.func, ast.Name) else n.func.attr): n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call)}
+    kw = lambda name: {k.arg: ast.literal_eval(k.value) for k in calls[name].keywords if k.arg}
+    given = kw("SaliencyGRPOConfig") | {"lora_" + k: v for k, v in kw("make_lora_config").items()} | kw("pretrained_tiny")
+    given |= {"tiny_variant": given.pop("variant", None), "n_train": ast.literal_eval(calls["make_shapes_dataset"].args[0]),
+              "dataset_seed": kw("make_shapes_dataset")["seed"], "lora_target_modules": ast.literal_eval(calls["make_lora_config"].args[1])}
+    recipe = yaml.safe_load((ROOT / "saliency_r1" / "recipes" / "tiny_cpu.yaml").read_text())
+    bookkeeping = {"output_dir", "logging_steps", "save_steps", "log_saliency_examples", "report_to", "dataset", "use_lora",
+                   "format_weight", "accuracy_weight", "saliency_weight"}  # the last three: the config's defaults, 1.0
+    assert all(recipe[k] == 1.0 for k in ("format_weight", "accuracy_weight", "saliency_weight"))
+    differ = {k: (v, given.get(k, "missing")) for k, v in recipe.items() if k not in bookkeeping and given.get(k, "missing") != v}
+    assert not differ, f"README snippet vs tiny_cpu recipe (recipe, snippet): {differ}"

@@ -1,15 +1,133 @@
-"""Write README.md from nbs/index.ipynb (what nbdev_readme does, without Quarto), or check they agree.
+"""Write README.md from nbs/index.ipynb (what nbdev_readme does, without Quarto), with its results tables regenerated
+from bench/results; or check that they all agree.
 
-Markdown cells are copied as they are; code cells become ```python blocks; cells flagged `#| hide` are left out.
+    python tools/readme.py          # refresh the results blocks of nbs/index.ipynb, write README.md and its figure
+    python tools/readme.py --check  # fail if a results block or README.md is out of date
+
+Markdown cells are copied as they are; code cells become ```python blocks; cells flagged `#| hide` are left out. The
+first figure among the notebook's outputs (the landing figure) is written to `FIGURE` and shown in the README under
+the code that made it (the docs site shows the cell's output itself).
+
+A results block is a stretch of a markdown cell between `<!-- results: NAME -->` and `<!-- /results -->` (HTML
+comments: invisible on GitHub and on the site). `RENDERERS[NAME]` writes it from the results file it names under
+bench/results, so every number in those blocks comes from a file a bench script wrote: rerun the bench, then this.
 """
-import json, sys
+import base64, json, re, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+INDEX = ROOT / "nbs" / "index.ipynb"
+RESULTS = ROOT / "bench" / "results"
+FIGURE = Path("nbs/images/landing.png")  # relative to ROOT: the README links it from there
+_BLOCK = re.compile(r"(<!-- results: ([\w-]+) -->\n)(.*?\n)?(<!-- /results -->)", re.S)
 
-def render(nb_path=ROOT / "nbs" / "index.ipynb") -> str:
+
+def _load(name: str) -> dict: return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def _pair(a, b, fmt="{:.3f}", se=None) -> str:
+    "'a / b' (the shipped model / its wander variant), each with ± its SE when given; '–' for a missing value."
+    def one(v, s): return "–" if v is None else fmt.format(v).replace("-", "−") + (f" ± {s:.3f}" if s is not None else "")
+    return f"{one(a, se[0] if se else None)} / {one(b, se[1] if se else None)}"
+
+
+def _signed(v): return "{:+.3f}".format(v)
+
+
+def map_quality() -> str:
+    "The map table: energy-PG, pointing game and deletion AUC − random per method, shipped model / wander variant."
+    d = _load("map_quality")
+    sft, wander = (d["reports"][k]["summary"]["maps"] for k in ("sft", "wander"))
+    names = {"chain": "**chain** (the library's default)", "cot": "cot (the paper's map, as its authors compute it)",
+             "top_token": "top_token (the most-drawn thinking token's map)", "uniform": "uniform map"}
+    rows = ["| map | energy pointing game | pointing game | deletion AUC − random (± SE) |", "|---|---|---|---|"]
+    for m in [*d["reports"]["sft"]["methods"], "uniform"]:
+        a, b = sft[m], wander[m]
+        mean = lambda s, k: s[k]["mean"]
+        dele = ("–" if m == "uniform" else _pair(mean(a, "deletion"), mean(b, "deletion"), "{:+.3f}", (a["deletion"]["se"], b["deletion"]["se"])))
+        pg = "–" if m == "uniform" else _pair(mean(a, "pointing_game"), mean(b, "pointing_game"), "{:.2f}")
+        cells = [names.get(m, m), _pair(mean(a, "energy_pg"), mean(b, "energy_pg")), pg, dele]
+        if m == "chain": cells = [cells[0]] + [f"**{c}**" for c in cells[1:]]
+        rows.append("| " + " | ".join(cells) + " |")
+    acc = _pair(d["reports"]["sft"]["summary"]["accuracy"], d["reports"]["wander"]["summary"]["accuracy"])
+    return (f"`{d['command']}` ({d['minutes']['total']} min on {d['settings']['threads']} CPU thread; "
+            f"[`bench/results/map_quality.json`](bench/results/map_quality.json)): {d['settings']['n']} held-out questions "
+            f"(seed {d['settings']['seed']}), deletion on the first {d['settings']['deletion']}; accuracy {acc}. Each cell: "
+            "the shipped model / its \"wander\" variant.\n\n" + "\n".join(rows))
+
+
+def map_quality_headline() -> str:
+    "One sentence: the chain map against the uniform and cot maps, and its deletion result, from map_quality.json."
+    d = _load("map_quality")
+    s = {k: d["reports"][k]["summary"]["maps"] for k in ("sft", "wander")}
+    e = lambda k, m: s[k][m]["energy_pg"]["mean"]
+    dl = s["sft"]["chain"]["deletion"]
+    return (f"On {d['settings']['n']} held-out questions the chain map puts **{e('sft', 'chain'):.3f}** of its mass inside the "
+            f"evidence boxes ({e('wander', 'chain'):.3f} for the second shipped model), **{e('sft', 'chain') / e('sft', 'uniform'):.2f}×** "
+            f"a uniform map's {e('sft', 'uniform'):.3f}; the paper's map scores {e('sft', 'cot'):.3f} / {e('wander', 'cot'):.3f}. Hiding "
+            f"the chain map's top cells first lowers the model's probability of its own answer faster than a random order "
+            f"(deletion AUC {dl['mean']:+.3f} ± {dl['se']:.3f} against random).").replace("-0.", "−0.")
+
+
+def grpo_signal() -> str:
+    "The GRPO table: before, with the chain saliency reward, and the control, from grpo_signal.json."
+    d = _load("grpo_signal")
+    st, cols = d["settings"], d["columns"]
+    shown = ["chain_energy_pg", "top_token_energy_pg", "accuracy", "wander_share"]
+    heads = ["chain energy-PG", "top_token energy-PG (never rewarded)", "accuracy", "wandering thoughts"]
+    rows = ["| | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+    for name, r in d["rows"].items():
+        cells = []
+        for k in shown:
+            i = cols.index(k)
+            v, sd = r["mean"][i], (r.get("sd") or [None] * len(cols))[i]
+            txt = f"{v:.0%}" if k == "wander_share" else f"{v:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
+            cells.append(f"**{txt}**" if name == "saliency reward" and k != "accuracy" and k != "wander_share" else txt)
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return (f"`{d['command']}` ({st['steps']} steps from the \"wander\" cold start, seeds {', '.join(map(str, st['seeds']))}, "
+            f"{st['minutes_per_run'][0]}-{st['minutes_per_run'][1]} min per run on one CPU thread; {st['held_out']} held-out "
+            f"questions; mean ± sd over seeds; [`bench/results/grpo_signal.json`](bench/results/grpo_signal.json)):\n\n"
+            + "\n".join(rows))
+
+
+RENDERERS = {"map_quality": map_quality, "map_quality_headline": map_quality_headline, "grpo_signal": grpo_signal}
+
+
+def refresh(text: str) -> str:
+    "`text` with every results block rewritten by its renderer."
+    def fill(m):
+        if m.group(2) not in RENDERERS: raise SystemExit(f"unknown results block {m.group(2)!r}: one of {sorted(RENDERERS)}")
+        return m.group(1) + RENDERERS[m.group(2)]() + "\n" + m.group(4)
+    return _BLOCK.sub(fill, text)
+
+
+def refresh_notebook(nb_path: Path = INDEX, write: bool = True) -> list[str]:
+    "Refresh the results blocks of `nb_path`'s markdown cells (written back when `write`); the names of stale blocks."
+    nb = json.loads(nb_path.read_text())
+    stale = []
+    for c in nb["cells"]:
+        if c["cell_type"] != "markdown": continue
+        src = "".join(c["source"])
+        new = refresh(src)
+        if new != src:
+            stale += [m.group(2) for m, n in zip(_BLOCK.finditer(src), _BLOCK.finditer(new)) if m.group(0) != n.group(0)]
+            lines = new.split("\n"); c["source"] = [l + "\n" for l in lines[:-1]] + [lines[-1]]
+    if stale and write: nb_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    return stale
+
+
+def figure(nb_path: Path = INDEX) -> bytes | None:
+    "The PNG bytes of the notebook's first figure output, if any."
+    for c in json.loads(nb_path.read_text())["cells"]:
+        for o in c.get("outputs", []):
+            png = o.get("data", {}).get("image/png")
+            if png: return base64.b64decode(png if isinstance(png, str) else "".join(png))
+    return None
+
+
+def render(nb_path=INDEX) -> str:
     cells = json.loads(Path(nb_path).read_text())["cells"]
-    parts = []
+    parts, shown = [], False
     for c in cells:
         src = "".join(c["source"]).strip()
         if not src or src.startswith("#| hide") or "#| hide" in src.splitlines()[0:3]: continue
@@ -17,13 +135,27 @@ def render(nb_path=ROOT / "nbs" / "index.ipynb") -> str:
         elif c["cell_type"] == "code":
             lines = [l for l in src.splitlines() if not l.startswith("#|")]
             if lines: parts.append("```python\n" + "\n".join(lines) + "\n```")
+            if not shown and any("image/png" in o.get("data", {}) for o in c.get("outputs", [])):
+                parts.append(f"![What the code above draws: the thinking shaded by how much the answer draws on each token, the "
+                             f"maps of the heaviest tokens and the answer map, over the image with its evidence box]({FIGURE.as_posix()})")
+                shown = True
     return ("<!-- Generated from nbs/index.ipynb by tools/readme.py: edit the notebook, then run "
             "`python tools/readme.py`. -->\n\n" + "\n\n".join(parts) + "\n")
 
+
 if __name__ == "__main__":
-    text, readme = render(), ROOT / "README.md"
+    readme = ROOT / "README.md"
     if "--check" in sys.argv:
-        if readme.read_text() != text: raise SystemExit("README.md differs from nbs/index.ipynb: run `python tools/readme.py`")
-        print("README.md agrees with nbs/index.ipynb")
+        stale = refresh_notebook(write=False)
+        if stale: raise SystemExit(f"results blocks of nbs/index.ipynb differ from bench/results: {stale}; run `python tools/readme.py`")
+        if readme.read_text() != render(): raise SystemExit("README.md differs from nbs/index.ipynb: run `python tools/readme.py`")
+        png = figure()
+        if png is not None and (not (ROOT / FIGURE).exists() or (ROOT / FIGURE).read_bytes() != png):
+            raise SystemExit(f"{FIGURE} differs from nbs/index.ipynb's figure: run `python tools/readme.py`")
+        print("README.md, its figure and the results blocks agree with nbs/index.ipynb and bench/results")
     else:
-        readme.write_text(text); print(f"wrote {readme}")
+        stale = refresh_notebook()
+        if stale: print(f"refreshed results blocks in nbs/index.ipynb: {', '.join(stale)}")
+        png = figure()
+        if png is not None: (ROOT / FIGURE).parent.mkdir(parents=True, exist_ok=True); (ROOT / FIGURE).write_bytes(png)
+        readme.write_text(render()); print(f"wrote {readme}" + (f" and {FIGURE}" if png is not None else ""))
