@@ -202,3 +202,17 @@ def test_readme_grpo_snippet_is_the_tiny_cpu_recipe():
     assert all(recipe[k] == 1.0 for k in ("format_weight", "accuracy_weight", "saliency_weight"))
     differ = {k: (v, given.get(k, "missing")) for k, v in recipe.items() if k not in bookkeeping and given.get(k, "missing") != v}
     assert not differ, f"README snippet vs tiny_cpu recipe (recipe, snippet): {differ}"
+
+
+def test_no_links_to_private_names():
+    "nbdev links every backticked name its index knows, private ones too, but pages document only public names: a"
+    " backticked private name is a link to nowhere. Write it with spaces inside the backticks (` _Row `), which renders"
+    " the same code span and is not linked."
+    import ast
+    modidx = ast.literal_eval((ROOT / "saliency_r1" / "_modidx.py").read_text().split("d = ", 1)[1])
+    private = {k.split(".")[-1] for m in modidx["syms"].values() for k in m if k.split(".")[-1].startswith("_")
+               and not k.split(".")[-1].startswith("__")}
+    bad = [f"{nb}: `{m.group(1)}`" for nb in notebooks() for c in nbformat.read(NBS / nb, as_version=4).cells
+           if c.cell_type == "markdown" for m in re.finditer(r"`([^`\s]+?)(?:\(\))?`", c.source)
+           if m.group(1).split(".")[-1] in private]
+    assert not bad, "backticked private names (links to nowhere on the site):\n" + "\n".join(bad)
