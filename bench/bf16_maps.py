@@ -12,7 +12,7 @@ bf16 arithmetic would; A against a float32 computation from A's own recording up
 the embeddings, each decoder layer, the final norm and lm_head one at a time, so the 3B shape fits in memory.
 
     python bench/bf16_maps.py --tiny     # the shipped tiny model in bf16, 24 scenes (seed 2024), about a minute
-    python bench/bf16_maps.py --3b       # a random-init Qwen2.5-VL-3B-shaped model, batch 1, 448 px, 128 thinking tokens:
+    python bench/bf16_maps.py --3b [--device cuda]  # a random-init Qwen2.5-VL-3B-shaped model, batch 1, 448 px, 128 thinking tokens:
                                          # generate time, map time, memory, maps against the naive eager path (~12 min here)
 Writes bench/results/bf16_maps_{tiny,3b}.json.
 """
@@ -112,13 +112,16 @@ def tiny(args):
     (RESULTS / "bf16_maps_tiny.json").write_text(json.dumps(result, indent=1))
 
 
-def peak_rss_gb() -> float: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+def peak_rss_gb() -> float:
+    "Peak resident memory of this process so far, GiB (on a GPU: peak allocated device memory)."
+    if torch.cuda.is_available() and torch.cuda.is_initialized(): return torch.cuda.max_memory_allocated() / 2 ** 30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
 def shape_3b(args):
     "Generate, record and map at the Qwen2.5-VL-3B shape in bf16 (batch 1, 448 px, 128 thinking tokens)."
     t0 = time.perf_counter()
-    model, processor, inputs = build("3b", torch.bfloat16, "cpu", args.image, 1)
+    model, processor, inputs = build("3b", torch.bfloat16, args.device, args.image, 1)
     n_params = sum(p.numel() for p in model.parameters())
     built, rss_model = time.perf_counter() - t0, peak_rss_gb()
     tok, P = processor.tokenizer, inputs["input_ids"].shape[1]
@@ -171,6 +174,7 @@ def main():
     ap.add_argument("--image", type=int, default=448)
     ap.add_argument("--think", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (--3b only)")
     args = ap.parse_args()
     if not (args.tiny or args.b3): ap.error("pass --tiny, --3b or both")
     torch.set_num_threads(args.threads)
