@@ -34,16 +34,17 @@ def fsdp1_unit(module: torch.nn.Module, root: torch.nn.Module | None) -> FullySh
     return min(units, key=lambda u: sum(1 for _ in u.module.modules()), default=None)
 
 @contextlib.contextmanager
-def gathered(module: torch.nn.Module, root: torch.nn.Module | None = None) -> Iterator[None]:
+def gathered(module: torch.nn.Module, root: torch.nn.Module | None = None) -> Iterator[bool]:
     """Within the context `module`'s own parameters hold their full values: ZeRO-3 partitions gathered, the FSDP1 unit
-    holding it summoned (without write-back), freed again on exit. A collective under sharding (see above)."""
+    holding it summoned (without write-back), freed again on exit, so what is read inside must be copied; yields
+    whether it gathered. A collective under sharding (see above)."""
     params = list(module.parameters())
     if any(hasattr(p, "ds_id") for p in params):  # DeepSpeed ZeRO-3 partitions every parameter
         import deepspeed
-        with deepspeed.zero.GatheredParameters(params, modifier_rank=None): yield
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None): yield True
     elif (unit := fsdp1_unit(module, root)) is not None:
-        with FullyShardedDataParallel.summon_full_params(unit, recurse=False, writeback=False): yield
-    else: yield
+        with FullyShardedDataParallel.summon_full_params(unit, recurse=False, writeback=False): yield True
+    else: yield False
 
 def full(p: torch.Tensor) -> torch.Tensor:
     "A parameter as one plain tensor: an FSDP2 `DTensor` all-gathered, anything else as it is (call inside `gathered`)."
@@ -100,9 +101,10 @@ def dense_weight(module: torch.nn.Module,             # a linear or norm layer (
     FSDP1 and FSDP2 it gathers this module's parameters (a collective: call it on every rank for the same modules in
     the same order) and frees them on return. TypeError naming the setting for anything the maps cannot read."""
     module = getattr(module, "_orig_mod", module)  # torch.compile(module)
-    with gathered(module, root), torch.no_grad():
-        if isinstance(module, LoraLayer): return lora_weight(module, rows)
-        if isinstance(module, BaseTunerLayer):
+    with gathered(module, root) as temporary, torch.no_grad():
+        if isinstance(module, LoraLayer): w = lora_weight(module, rows)
+        elif isinstance(module, BaseTunerLayer):
             raise TypeError(f"{type(module).__name__} is a PEFT {type(module).__module__.split('.')[-2]} layer: the maps read "
                             "plain, LoRA and DoRA layers; merge the adapter (merge_and_unload) first")
-        return layer_weight(module, rows)
+        else: w = layer_weight(module, rows)
+        return w.clone() if temporary else w  # a gathered float32 weight is freed on exit: keep a copy
