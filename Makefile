@@ -49,3 +49,10 @@ dist: $(STAMP)
 
 clean:
 	rm -rf $(VENV) _proc _docs outputs .pytest_cache build dist
+
+# `make fuzz`: the property tests with fresh random examples and many more of them (FUZZ_EXAMPLES per test, default 2000);
+# `make test` runs them derandomized (tests/conftest.py). Turn what it finds into an @example beside its test.
+.PHONY: fuzz
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz OMP_NUM_THREADS=1 $(RUN) -m pytest -q -x tests/test_inputs_props.py tests/test_metrics_props.py \
+		tests/test_conventions.py::test_answer_forms_match_each_other

@@ -16,11 +16,11 @@ from PIL import Image
 from tqdm.auto import tqdm
 from fastcore.basics import patch
 
-from .data import SYSTEM_PROMPT, chance_level, parse_boxes
+from .data import SYSTEM_PROMPT, chance_level, parse_boxes, check_int
 from .models import prepare_inputs
 from .metrics import energy_pointing_game_batch, pointing_game_batch, cell_coverage, deletion_insertion
 from .rewards import accuracy_reward, format_reward, answer_text
-from .saliency import METHODS, Explanation, record_saliency, explain_batch, explain
+from .saliency import METHODS, Explanation, record_saliency, explain_batch, explain, prompt_prefills_think
 from .viz import show_saliency
 
 # %% auto #0
@@ -38,12 +38,14 @@ def answer_batch(model, processor, images, questions,
                  methods=("chain",),            # saliency methods to explain the completions with; () for none
                  max_new_tokens: int = 64, system_prompt: str | None = SYSTEM_PROMPT,
                 ) -> tuple[list[str], dict[str, list[Explanation]]]:
-    "Greedy completions of one batch (think tags kept) and, from the same recorded generation, each method's explanations (maps only)."
+    "Greedy completions of one batch (think tags kept, a `<think>` the chat template wrote included) and, from the same recorded generation, each method's explanations (maps only)."
     inputs = prepare_inputs(processor, list(images), list(questions), system_prompt=system_prompt, device=model.device)
     with (record_saliency(model, rollout="rollout" in methods) if methods else contextlib.nullcontext()) as rec:
         out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens)
     ids = out[:, inputs["input_ids"].shape[1]:]
     texts = processor.batch_decode(ids, skip_special_tokens=True)
+    tok = getattr(processor, "tokenizer", processor)
+    texts = ["<think>" + t if prompt_prefills_think(tok, p) else t for t, p in zip(texts, inputs["input_ids"])]  # Qwen3, R1 distills
     return texts, {m: [dataclasses.replace(e, _row=None) for e in explain_batch(rec, ids, processor, m)] for m in methods}
 
 # %% ../nbs/07_evaluate.ipynb #c4a27c7c
@@ -246,6 +248,8 @@ def plot(self: EvalReport, examples: int = 3, size: float = 1.9):
 # %% ../nbs/07_evaluate.ipynb #91778438
 def _columns(dataset) -> dict[str, list]:
     "The columns `evaluate` reads, from a `datasets.Dataset` or a list of row dicts."
+    if type(dataset).__name__ == "IterableDataset":
+        raise TypeError("evaluate needs a dataset of known length, not a stream: pass datasets.Dataset.from_list(list(stream.take(n)))")
     rows = dataset if hasattr(dataset, "column_names") else list(dataset)
     names = rows.column_names if hasattr(rows, "column_names") else sorted(set().union(*(r.keys() for r in rows))) if rows else []
     if len(rows) == 0: raise ValueError("The dataset is empty: evaluate needs at least one row with image, problem and solution")
@@ -282,14 +286,16 @@ def _records(cols, texts, blank_texts, exps, scores, uniform, aucs) -> list[dict
 def evaluate(model, processor, dataset,        # a grounded dataset (image, problem, solution; bbox, template optional)
              methods=("chain",),               # saliency methods to explain and score (any of METHODS); () for accuracy only
              deletion: int = 0,                # deletion and insertion curves on the first N valid examples (0: none)
-             batch_size: int = 32, max_new_tokens: int = 64,
+             batch_size: int = 32,             # questions per generate call, 1 to 4096
+             max_new_tokens: int = 64,         # 1 to 32768
              blank: bool = True,               # also answer every question about a grey image (the blank-image control)
              progress: bool = True,
              seed: int = 0,                    # seed of the random rankings of the deletion/insertion control
              system_prompt: str | None = SYSTEM_PROMPT) -> EvalReport:
     "Answer every question once (greedy, recorded), score accuracy, format and the blank-image control, and each method's maps."
     methods, cols, t0 = _check_methods(methods), _columns(dataset), time.time()
-    if deletion < 0 or batch_size < 1: raise ValueError(f"deletion must be >= 0 and batch_size >= 1, got {deletion} and {batch_size}")
+    deletion, batch_size, seed = check_int(deletion, "deletion", 0), check_int(batch_size, "batch_size", 1, 4096), check_int(seed, "seed", 0)
+    max_new_tokens = check_int(max_new_tokens, "max_new_tokens", 1, 32768)
     n, was_training = len(cols["image"]), model.training
     model.eval()
     try:

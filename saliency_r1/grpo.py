@@ -61,6 +61,20 @@ class SaliencyGRPOConfig(GRPOConfig):
         super().__post_init__()
 
 # %% ../nbs/09_grpo.ipynb #88c99283
+import datasets
+
+def _list_dataset(rows: list) -> datasets.Dataset:
+    "A `Dataset` from a list of row dicts, their images (PIL, paths, arrays, bytes) read into one Image column."
+    if not rows: raise ValueError("The GRPO dataset is empty: pass a dataset with at least one row")
+    clean = []
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict): raise TypeError(f"GRPO row {i} is a {type(r).__name__}: rows are dicts with image, problem, solution, bbox")
+        try: clean.append(dict(r, image=to_rgb(r["image"], None)) if r.get("image") is not None else r)
+        except (TypeError, ValueError) as e: raise ValueError(f"GRPO row {i} cannot be trained on: {e}") from None
+    try: out = datasets.Dataset.from_list(clean)
+    except (TypeError, ValueError) as e: raise ValueError(f"The GRPO rows do not make one table ({type(e).__name__}: {e}): give each column one type") from None
+    return out.cast_column("image", datasets.Image()) if "image" in out.column_names else out
+
 def _bad_rows(dataset, max_pixels) -> dict[int, str]:
     "Row index -> why `validate_row` rejects it (the image, question, answer and boxes every later stage needs)."
     bad = {}
@@ -69,18 +83,42 @@ def _bad_rows(dataset, max_pixels) -> dict[int, str]:
         except ValueError as e: bad[i] = str(e)
     return bad
 
-def grpo_dataset(dataset, system_prompt: str | None = SYSTEM_PROMPT, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+def _column_names(dataset) -> list[str]:
+    "Columns of a `Dataset`, or of an `IterableDataset` (whose features may be unknown until its first row is read)."
+    names = dataset.column_names
+    if names is None: names = list(next(iter(dataset.take(1)), {}))
+    return list(names)
+
+def _grpo_row(r: dict, i: int, system_prompt, max_pixels) -> dict:
+    "Prompt, RGB image and box lists of one row, checked by `validate_row` (a stream's bad row is named as it is read)."
+    try: clean = validate_row(r, max_pixels=max_pixels)
+    except ValueError as e: raise ValueError(f"GRPO row {i} cannot be trained on: {e}") from None
+    return dict(prompt=make_conversation(clean, system_prompt), image=clean["image"], bbox=clean["bbox"])
+
+def grpo_dataset(dataset, # a `Dataset`, an `IterableDataset` (converted lazily, as it streams) or a list of row dicts
+                 system_prompt: str | None = SYSTEM_PROMPT, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  need_boxes: bool = True,
-                 on_error: str = "raise"): # "raise": name the bad rows; "skip": drop them and say how many
-    "A grounded dataset as GRPO rows: prompt, image (RGB), bbox (normalized boxes), and every other column (solution, problem, …) as is."
+                 on_error: str = "raise"): # "raise": name the bad rows; "skip": drop them and say how many (not for streams)
+    "A grounded dataset as GRPO rows: prompt, image (decoded RGB), bbox (normalized boxes), and every other column (solution, problem, …) as is."
     if on_error not in ("raise", "skip"): raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    if dataset is None or len(dataset) == 0: raise ValueError("The GRPO dataset is empty: pass a dataset with at least one row")
-    cols = set(dataset.column_names)
+    if isinstance(dataset, (list, tuple)): dataset = _list_dataset(dataset)
+    if not isinstance(dataset, (datasets.Dataset, datasets.IterableDataset)):
+        raise TypeError(f"The GRPO dataset is a {type(dataset).__name__}: pass a datasets.Dataset, an IterableDataset or a list of row dicts")
+    stream = isinstance(dataset, datasets.IterableDataset)
+    if not stream and len(dataset) == 0: raise ValueError("The GRPO dataset is empty: pass a dataset with at least one row")
+    cols = set(_column_names(dataset))
+    if stream and not cols: raise ValueError("The GRPO stream is empty: pass a dataset with at least one row")
     missing = {"image", "problem", "solution"} - cols
     if missing: raise ValueError(f"The GRPO dataset lacks column(s) {sorted(missing)}: the schema is image, problem, solution, bbox "
                                  f"(it has {sorted(cols)})")
     if need_boxes and "bbox" not in cols:
         raise ValueError("The saliency reward needs a 'bbox' column of evidence boxes: add one, or set saliency_weight=0")
+    if stream:
+        if on_error == "skip": raise ValueError("on_error='skip' needs a Dataset (a stream cannot say what it dropped): pass "
+                                                "datasets.Dataset.from_list(list(stream)), or fix the rows")
+        out = dataset.map(_grpo_row, with_indices=True, fn_kwargs=dict(system_prompt=system_prompt, max_pixels=max_pixels),
+                          remove_columns=[c for c in ("image", "bbox") if c in cols])
+        return out.cast_column("image", datasets.Image()) if out.features is not None else out
     if bad := _bad_rows(dataset, max_pixels):
         shown = "; ".join(f"row {i}: {m}" for i, m in list(bad.items())[:5])
         if on_error == "raise": raise ValueError(f"{len(bad)} GRPO row(s) cannot be trained on: {shown} (pass on_error='skip' to drop them)")
@@ -90,7 +128,8 @@ def grpo_dataset(dataset, system_prompt: str | None = SYSTEM_PROMPT, max_pixels:
     def row(r):
         return dict(prompt=make_conversation(r, system_prompt), image=to_rgb(r["image"], max_pixels),
                     bbox=[b.to_list() for b in parse_boxes(r.get("bbox"))])
-    return dataset.map(row, remove_columns=[c for c in ("image", "bbox") if c in cols])
+    out = dataset.map(row, remove_columns=[c for c in ("image", "bbox") if c in cols])
+    return out.cast_column("image", datasets.Image())  # decoded: `map` kept an undecoded input column's Image(decode=False)
 
 # %% ../nbs/09_grpo.ipynb #14500812
 def default_rewards(args: SaliencyGRPOConfig) -> tuple[list, list[float]]:
@@ -99,10 +138,37 @@ def default_rewards(args: SaliencyGRPOConfig) -> tuple[list, list[float]]:
     if args.saliency_weight: funcs, weights = funcs + [saliency_reward], weights + [args.saliency_weight]
     return funcs, weights
 
+import warnings
+from PIL import Image
+from .rewards import prompt_opens_think
+
 def _image_of(row: dict):
-    if row.get("image") is not None: return row["image"]
-    if row.get("images"): return row["images"][0]
-    raise ValueError(f"Saliency maps need an image per row; this row has keys {sorted(row)}")
+    "The row's one image, decoded (a path or `{bytes, path}` dict is read; PIL images pass as they are)."
+    image = row["image"] if row.get("image") is not None else row["images"][0] if row.get("images") else None
+    if image is None: raise ValueError(f"Saliency maps need an image per row; this row has keys {sorted(row)}")
+    return image if isinstance(image, Image.Image) else to_rgb(image, max_pixels=None)
+
+def _for_trainer(dataset, max_pixels, need_boxes: bool):
+    "A trainer's train or eval set (or a dict of them) as GRPO rows: converted by `grpo_dataset` unless it has prompts."
+    if isinstance(dataset, dict): return type(dataset)({k: _for_trainer(v, max_pixels, need_boxes) for k, v in dataset.items()})
+    if dataset is None or isinstance(dataset, (list, tuple)) or "prompt" not in _column_names(dataset):
+        return None if dataset is None else grpo_dataset(dataset, max_pixels=max_pixels, need_boxes=need_boxes)
+    image = (dataset.features or {}).get("image")   # rows with prompts pass as they are, their images decoded
+    return dataset.cast_column("image", datasets.Image()) if isinstance(image, datasets.Image) and not image.decode else dataset
+
+def _with_prefill(dataset, render):
+    "The dataset with a `think_prefilled` column of True when `render(prompt)` (the chat template) ends its first prompt with `<think>`."
+    if isinstance(dataset, dict): return type(dataset)({k: _with_prefill(v, render) for k, v in dataset.items()})
+    if dataset is None or "think_prefilled" in _column_names(dataset): return dataset
+    prompt = next(iter(dataset.take(1)))["prompt"] if isinstance(dataset, datasets.IterableDataset) else dataset[0]["prompt"]
+    text = prompt if isinstance(prompt, str) else render(prompt)
+    if text.rstrip().endswith("</think>"):
+        warnings.warn("The chat template closes <think></think> in the prompt (thinking switched off, e.g. enable_thinking=False): "
+                      "completions will have no thinking, so format and saliency rewards are 0. Pass "
+                      "chat_template_kwargs={'enable_thinking': True} or a template that leaves the thinking to the model")
+    if not prompt_opens_think(text): return dataset
+    if isinstance(dataset, datasets.IterableDataset): return dataset.map(lambda r: {"think_prefilled": True})
+    return dataset.add_column("think_prefilled", [True] * len(dataset))
 
 # %% ../nbs/09_grpo.ipynb #202f4e05
 class SaliencyGRPOTrainer(ResumeFromCheckpoint, GRPOTrainer):
@@ -115,11 +181,15 @@ class SaliencyGRPOTrainer(ResumeFromCheckpoint, GRPOTrainer):
         if reward_funcs is None:
             reward_funcs, weights = default_rewards(args)
             if args.reward_weights is None: args.reward_weights = weights
-        if train_dataset is not None and "prompt" not in train_dataset.column_names:
-            train_dataset = grpo_dataset(train_dataset, max_pixels=args.max_pixels, need_boxes=saliency_reward in reward_funcs)
+        need_boxes = saliency_reward in reward_funcs
+        train_dataset = _for_trainer(train_dataset, args.max_pixels, need_boxes)
+        if kwargs.get("eval_dataset") is not None: kwargs["eval_dataset"] = _for_trainer(kwargs["eval_dataset"], args.max_pixels, need_boxes)
         self._explanations, self._rewards_per_func, self.last_explanations, self.last_rollout = None, None, None, None
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                          processing_class=processing_class, peft_config=peft_config, **kwargs)
+        render = lambda prompt: self.processing_class.apply_chat_template(prompt, chat_template=self.chat_template, tokenize=False,
+                                                                          add_generation_prompt=True, **self.chat_template_kwargs)
+        self.train_dataset, self.eval_dataset = _with_prefill(self.train_dataset, render), _with_prefill(self.eval_dataset, render)
         if args.saliency_capture == "generate" and not args.use_vllm:
             check_generation_options(self.model, **{k: v for k, v in getattr(self, "generation_kwargs", {}).items() if v is not None})
 
