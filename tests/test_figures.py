@@ -1,8 +1,9 @@
-"""Every public figure of the library, rendered at its default size as the docs show it (72 dpi, the notebooks' PNG
-resolution), must be readable: no drawn text below `MIN_PT` points (at 72 dpi a point is a pixel: 7 pt digits are
-about 5 px tall), no text outside the canvas (clipped), no two texts on top of each other, no figure-level text
-(caption, suptitle) on an axes, and a figure no wider than `MAX_WIDTH_IN` inches, so the page shows it at full size
-instead of shrinking it. Matplotlib knows each drawn text's extent: `drawn_texts` records them while the figure renders.
+"""Every public figure of the library, rendered at its default size, must be readable: no drawn text below `MIN_PT`
+points, no text outside the canvas (clipped when saved), no two texts on top of each other, no figure-level text
+(caption, suptitle) on an axes, and a figure no wider than `MAX_WIDTH_IN` inches. The notebooks save figures at 100 dpi
+and the docs page scales them to its column (about 950 px), so a figure of at most 11.5 in keeps at least 0.8 of its
+size there and 7 pt text stays about 8 px (digits 6 px); it is rendered here at 72 dpi, where a point is a pixel.
+Matplotlib knows each drawn text's extent: `drawn_texts` records them while the figure renders.
 
 `FIGURES` lists every public function of the package that makes a figure; `test_every_figure_function_is_checked` fails
 when one is added to `saliency_r1.viz`, `saliency_r1.evaluate` or `saliency_r1.metrics` without an entry here."""

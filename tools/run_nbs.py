@@ -6,9 +6,9 @@
 
 Cells run as `nbdev_test` runs them (execnb's shell, in the notebook's folder), except that outputs are saved:
 cells flagged with one of settings.ini's `tst_flags` (`#| slow`, `#| gpu`, `#| network`) or `#| eval: false` are not
-run and keep their code and whatever output they had. PNG figures keep the size they were drawn at (72 dpi: a figure's
-inches are its pixels / 72, the size the docs show it); only one wider than `--max-width` pixels is downscaled, and each
-is palette-quantized when that is smaller. `nbdev_clean` then strips metadata and execution counts (settings.ini has
+run and keep their code and whatever output they had. PNG figures keep the size they were drawn at (the inline
+backend's 100 dpi; the docs page scales them to its column); only one wider than `--max-width` pixels is downscaled, and
+each is palette-quantized when that is smaller. `nbdev_clean` then strips metadata and execution counts (settings.ini has
 `clear_all = False`, so outputs stay). A notebook that raises is not written.
 
 What teaches stays, the noise of running goes (`QUIET_ENV`, `quiet_outputs`): progress bars (`Loading weights`, `Map:`,
@@ -27,7 +27,7 @@ from nbdev.process import extract_directives
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_NB_BYTES = 1_500_000
-MAX_WIDTH = 1200  # px: library figures are at most 11.5 in (828 px at 72 dpi, tests/test_figures.py); larger ones are downscaled
+MAX_WIDTH = 1200  # px: library figures are at most 11.5 in (1150 px at 100 dpi, tests/test_figures.py); larger ones are downscaled
 # progress bars off while a notebook executes (transformers' `Loading weights`, the hub's downloads, datasets' `Map:`,
 # tqdm's defaults), advisory warnings of transformers too; a person running the notebook sees them all
 QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1",
