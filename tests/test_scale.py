@@ -1,0 +1,156 @@
+"""Saliency maps under DeepSpeed ZeRO-3, FSDP2 and FSDP1 on 2 CPU processes (gloo, loopback) equal those of one plain process.
+
+Each setting runs `scale_worker.py` under torchrun (2 processes, a free port, ended after two minutes at most): every rank
+explains its own examples with chain, cot, direct and top_token maps, teacher-forced and generated, for the base model
+and with a LoRA adapter on o_proj; then with rank 1's completions all invalid. This process computes the same maps
+without sharding and compares (float32: 1e-5 of each map's peak)."""
+import json, os, signal, socket, subprocess, sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from scale_worker import METHODS, build_model, maps
+
+WORKER = Path(__file__).parent / "scale_worker.py"
+ENV = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="", MASTER_ADDR="127.0.0.1")
+RTOL = 1e-5  # of the reference map's peak
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+def launch(cmd: list, timeout: float = 120, env=ENV) -> subprocess.CompletedProcess:
+    "Run a launcher in its own process group; past `timeout` seconds kill the whole group (launcher and ranks) and fail."
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    try: out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, _ = p.communicate()
+        pytest.fail(f"{cmd[2:4]} did not end within {timeout} s (deadlock?); last output:\n{out[-3000:]}")
+    assert p.returncode == 0, out[-4000:]
+    return subprocess.CompletedProcess(cmd, p.returncode, out)
+
+def torchrun(*args) -> list:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+            "--master_port", str(free_port()), *map(str, args)]
+
+@pytest.fixture(scope="session")
+def deepspeed_ops():
+    "DeepSpeed compiles its CPU shared-memory collective op on first use (about 90 s here, then cached): build it once, outside the per-test limit."
+    pytest.importorskip("deepspeed")
+    launch([sys.executable, "-c", "from deepspeed.comm.torch import build_shm_op; build_shm_op()"], timeout=600)
+
+@pytest.fixture(scope="module")
+def reference():
+    "The plain single-process maps of each (variant, rank, invalid) case, computed once."
+    cache, models = {}, {}
+    def get(variant: str, rank: int, invalid: bool = False) -> dict:
+        if variant not in models: models[variant] = build_model(variant == "lora")
+        if (variant, rank, invalid) not in cache: cache[variant, rank, invalid] = maps(*models[variant], rank, invalid=invalid)
+        return cache[variant, rank, invalid]
+    return get
+
+def compare(got: list, want: list, where: str, rtol: float = RTOL) -> float:
+    "Largest |difference| / peak of the reference map over the examples; asserts equal ids, validity and maps within `rtol`."
+    worst = 0.0
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert g["ids"] == w["ids"] and g["valid"] == w["valid"], f"{where} example {i}: completions or validity differ"
+        a, b = np.array(g["map"]), np.array(w["map"])
+        peak = np.abs(b).max()
+        err = float(np.abs(a - b).max() / peak) if peak else float(np.abs(a).max())
+        assert err <= rtol, f"{where} example {i}: maps differ by {err:.2e} of the peak"
+        worst = max(worst, err)
+    return worst
+
+@pytest.mark.parametrize("setting", ["zero3", "fsdp2", "fsdp1"])
+def test_sharded_maps_equal_plain(tmp_path, setting, reference, request):
+    """ZeRO-3 (`deepspeed.initialize`, stage 3), FSDP2 (`fully_shard` on each decoder layer and vision block, then the root)
+    and FSDP1 (`FullyShardedDataParallel`, transformer auto-wrap on the same classes): the maps of each rank's examples
+    equal the plain model's, with and without a LoRA adapter; a rank with no valid completion neither hangs nor breaks its peer."""
+    if setting == "zero3": request.getfixturevalue("deepspeed_ops")
+    launch(torchrun(WORKER, tmp_path, setting))
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    base, lora = (np.array([e["map"] for e in reference(v, 0)["forced/chain"]]) for v in ("base", "lora"))
+    assert np.abs(lora - base).max() > 1e-2 * np.abs(base).max()  # the adapter changes the maps: they must read it
+    worst = {}
+    for r, got in enumerate(ranks):
+        assert (got["rank"], got["world"]) == (r, 2)
+        for case, variant, invalid in (("base", "base", False), ("lora", "lora", False), ("one_rank_invalid", "base", r == 1)):
+            want = reference(variant, r, invalid)
+            assert got[case].keys() == want.keys()
+            for key in want:
+                assert all(e["valid"] != invalid for e in want[key]), f"{case} {key} rank {r}: the reference is not the intended case"
+                worst[key] = max(worst.get(key, 0.0), compare(got[case][key], want[key], f"{setting} {case} {key} rank {r}"))
+    print(f"{setting}: largest map difference / peak", json.dumps(worst))
+
+GRPO_WORKER = Path(__file__).parent / "grpo_scale_worker.py"
+GRPO_RTOL = 1e-4  # of the peak: maps recorded while generating against one teacher-forced forward (test_grpo: the same bound)
+
+def accelerate_launch(config: str, *args) -> list:
+    from saliency_r1.models import CHECKPOINTS
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CHECKPOINTS.parent / "configs" / config),
+            "--main_process_ip", "127.0.0.1", "--main_process_port", str(free_port()), *map(str, args)]
+
+def check_grpo_step(out: Path, model, processor, n_ranks: int, rtol: float = GRPO_RTOL) -> dict:
+    """Each rank's recorded maps equal a plain teacher-forced forward of its completions on `model` (the step-0 weights:
+    LoRA B is 0), every rank holds all ranks' rewards and its own saliency rewards are those of these maps, the LoRA weights moved."""
+    import torch
+    from grpo_scale_worker import dataset
+    from saliency_r1.grpo import forward_explanations, grpo_dataset
+    from saliency_r1.rewards import saliency_reward
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(n_ranks)]
+    rows = grpo_dataset(dataset())
+    worst = 0.0
+    for r, got in enumerate(ranks):
+        assert (got["rank"], got["world"]) == (r, n_ranks)
+        assert np.array_equal(got["rewards"], ranks[0]["rewards"])  # gathered: every rank has every rank's rewards
+        mine = rows.select(got["idx"])
+        want = forward_explanations(model, processor, list(mine["prompt"]), list(mine["image"]), got["ids"])
+        ref = [dict(ids=got_ids[:len(e.completion_ids)], valid=bool(e.valid), map=e.answer_map.tolist())
+               for got_ids, e in zip(got["ids"], want)]
+        assert sum(e["valid"] for e in ref) >= 2, "too few valid completions to compare maps"
+        recorded = [dict(ids=i[:len(e["ids"])], valid=v, map=m) for i, v, m, e in zip(got["ids"], got["valid"], got["maps"], ref)]
+        worst = max(worst, compare(recorded, ref, f"rank {r}", rtol))
+        texts = processor.tokenizer.batch_decode(got["ids"], skip_special_tokens=True)
+        expected = saliency_reward(texts, bbox=list(mine["bbox"]), saliency_maps=[np.array(e["map"]) for e in ref],
+                                   valid=[e["valid"] for e in ref])
+        local = np.array(got["rewards"])[len(got["idx"]) * r:len(got["idx"]) * (r + 1), got["reward_names"].index("saliency_reward")]
+        np.testing.assert_allclose(local, np.nan_to_num(np.array(expected, dtype=float)), rtol=0, atol=1e-4)
+    lora = torch.load(out / "lora.pt")
+    assert lora["before"].keys() == lora["after"].keys() and len(lora["after"]) > 0
+    for name, w in lora["after"].items():
+        if "lora_B" in name:
+            assert not lora["before"][name].any() and w.abs().max() > 0, f"{name} did not move"
+    return dict(ranks=ranks, worst=worst)
+
+@pytest.mark.parametrize("setting", ["zero3", "fsdp2"])
+def test_grpo_step_sharded(tmp_path, setting, request):
+    """One SaliencyGRPOTrainer step (LoRA on q/v/o_proj) under `accelerate launch` with the shipped 2-process CPU configs.
+    ZeRO-3 runs as configured. FSDP: accelerate 1.15 resolves a CPU run to MULTI_CPU and switches to FSDP only from a
+    GPU-family type, so it would silently train with DDP; the worker puts the launcher's FSDP plugin back (see
+    `grpo_scale_worker.Recorded`) and accelerate's own FSDP2 preparation shards the model."""
+    if setting == "zero3": request.getfixturevalue("deepspeed_ops")
+    config = {"zero3": "cpu_2proc_zero3.yaml", "fsdp2": "cpu_2proc_fsdp.yaml"}[setting]
+    launch(accelerate_launch(config, GRPO_WORKER, tmp_path))
+    from saliency_r1.models import pretrained_tiny
+    res = check_grpo_step(tmp_path, *pretrained_tiny(), n_ranks=2)
+    assert all(r["sharding"] == setting for r in res["ranks"]), [r["sharding"] for r in res["ranks"]]
+    print(f"GRPO {setting}: largest recorded-map difference / peak {res['worst']:.2e}")
+
+QLORA_RTOL = 1e-4  # of the peak, against the dequantized twin: the 4-bit forward computes with the same dequantized weights
+
+def test_qlora_grpo_step(tmp_path):
+    """One GRPO step with LoRA on a bitsandbytes nf4 base (lm_head and the vision tower kept dense), one CPU process: the maps
+    recorded during generation equal those of the dequantized dense twin (`model.dequantize()`) on the same completions."""
+    pytest.importorskip("bitsandbytes")
+    from grpo_scale_worker import load
+    launch([sys.executable, str(GRPO_WORKER), str(tmp_path), "4bit"])
+    model, processor = load("4bit")
+    res = check_grpo_step(tmp_path, model.dequantize(), processor, n_ranks=1, rtol=QLORA_RTOL)
+    names = res["ranks"][0]["quantized"]
+    assert any("language_model.layers.0.self_attn.o_proj" in n for n in names), names  # the decoder is 4-bit ...
+    assert not any("visual" in n or "lm_head" in n for n in names), names                # ... the vision tower and lm_head are not
+    print(f"QLoRA: largest recorded-map difference / peak {res['worst']:.2e}")
