@@ -25,7 +25,7 @@ from .viz import plot_examples
 from .saliency import METHODS, record_saliency, explain_batch, teacher_forced_inputs, explain, check_generation_options
 
 # %% auto #0
-__all__ = ['CAPTURE_MODES', 'SaliencyGRPOConfig', 'grpo_dataset', 'default_rewards', 'SaliencyGRPOTrainer',
+__all__ = ['CAPTURE_MODES', 'BNB_SKIP_MODULES', 'SaliencyGRPOConfig', 'grpo_dataset', 'default_rewards', 'SaliencyGRPOTrainer',
            'forward_explanations', 'GRPOScriptArguments', 'run_grpo']
 
 # %% ../nbs/09_grpo.ipynb #120e4ae0
@@ -283,6 +283,12 @@ def _generate_and_score_completions(self: SaliencyGRPOTrainer, inputs):
     return out
 
 # %% ../nbs/09_grpo.ipynb #88c4e5ee
+# Kept dense in a 4-bit/8-bit base: the unembedding (the maps read its rows of every explained token) and the vision
+# tower (under a tenth of the weights; it makes the image tokens every map is about). transformers matches these from
+# the start of a module's name or as its suffix: Qwen2/2.5/3-VL keep the tower at `model.visual`, which a bare
+# "visual" does not match (the tower would be quantized).
+BNB_SKIP_MODULES = ["lm_head", "model.visual"]
+
 @dataclass
 class GRPOScriptArguments:
     "Model, data and LoRA options of a GRPO run (the trainer's options are in `SaliencyGRPOConfig`)."
@@ -299,10 +305,25 @@ class GRPOScriptArguments:
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
     attn_implementation: str | None = field(default=None, metadata={"help": "attention kernel of the loaded model"})
+    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load the base model in 4-bit (bitsandbytes nf4, double "
+                                                                 "quantization; lm_head and the vision tower stay dense); needs use_lora"})
+    load_in_8bit: bool = field(default=False, metadata={"help": "load the base model in 8-bit (bitsandbytes LLM.int8; lm_head and the "
+                                                                 "vision tower stay dense); needs use_lora"})
 
     def __post_init__(self):
         check_int(self.n_train, "n_train"); check_int(self.lora_r, "lora_r"); check_int(self.dataset_seed, "dataset_seed", minimum=0)
         check_real(self.lora_alpha, "lora_alpha", low=0, low_open=True); check_real(self.lora_dropout, "lora_dropout", 0, 1, high_open=True)
+        if self.load_in_4bit and self.load_in_8bit: raise ValueError("load_in_4bit and load_in_8bit both set: choose one")
+        if (self.load_in_4bit or self.load_in_8bit) and not self.use_lora:
+            raise ValueError("A 4-bit or 8-bit base cannot be trained itself: set use_lora (QLoRA) or drop load_in_4bit/load_in_8bit")
+
+    def quantization_config(self, compute_dtype: torch.dtype = torch.bfloat16):
+        "The `BitsAndBytesConfig` of load_in_4bit / load_in_8bit (None for neither); the 4-bit layers compute in `compute_dtype`."
+        if not (self.load_in_4bit or self.load_in_8bit): return None
+        from transformers import BitsAndBytesConfig
+        if self.load_in_8bit: return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=BNB_SKIP_MODULES)
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=BNB_SKIP_MODULES)
 
 # %% ../nbs/09_grpo.ipynb #bf9f0290
 def run_grpo(config: SaliencyGRPOConfig, script: GRPOScriptArguments) -> SaliencyGRPOTrainer:
@@ -310,8 +331,12 @@ def run_grpo(config: SaliencyGRPOConfig, script: GRPOScriptArguments) -> Salienc
     if script.dataset == "shapes": data = make_shapes_dataset(script.n_train, seed=script.dataset_seed)
     else: data = load_grounded_dataset(script.dataset, split=script.dataset_split, on_error="skip", max_pixels=config.max_pixels)
     dtype = torch.bfloat16 if config.bf16 else torch.float32
-    model, processor = (load_vlm(script.model_name_or_path, dtype=dtype, attn_implementation=script.attn_implementation)
-                        if script.model_name_or_path else pretrained_tiny(dtype=dtype, variant=script.tiny_variant))
+    quantization = script.quantization_config(compute_dtype=dtype)
+    if script.model_name_or_path or quantization:  # the shipped tiny model too, when quantized: pretrained_tiny loads it dense
+        from .models import CHECKPOINTS
+        path = script.model_name_or_path or CHECKPOINTS / "-".join(["tiny", "qwen2_5_vl"] + ([script.tiny_variant] if script.tiny_variant else []))
+        model, processor = load_vlm(path, dtype=dtype, attn_implementation=script.attn_implementation, quantization_config=quantization)
+    else: model, processor = pretrained_tiny(dtype=dtype, variant=script.tiny_variant)
     lora = (make_lora_config(model, script.lora_target_modules, script.lora_r, script.lora_alpha, script.lora_dropout)
             if script.use_lora else None)
     trainer = SaliencyGRPOTrainer(model, config, train_dataset=data, processing_class=processor, peft_config=lora)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from saliency_r1.data import make_shapes_dataset
-from saliency_r1.grpo import SaliencyGRPOConfig, SaliencyGRPOTrainer
+from saliency_r1.grpo import GRPOScriptArguments, SaliencyGRPOConfig, SaliencyGRPOTrainer
 from saliency_r1.models import CHECKPOINTS, load_vlm, pretrained_tiny
 from saliency_r1.sft import make_lora_config
 
@@ -24,17 +24,11 @@ def dataset():
     data = make_shapes_dataset(N_ROWS, seed=SEED)
     return data.add_column("idx", list(range(N_ROWS)))
 
-def quantization(bits: int):
-    "bitsandbytes config of the QLoRA test: nf4 (or 8-bit) base, float32 compute on the CPU, lm_head and vision tower kept dense."
-    from transformers import BitsAndBytesConfig
-    skip = ["lm_head", "model.visual"]  # patterns match from the start of a module's name or as its suffix: "visual" alone matches nothing
-    if bits == 4: return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
-                                            llm_int8_skip_modules=skip)
-    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
-
 def load(base: str):
+    "The shipped tiny model: dense, or with a bitsandbytes '4bit' / '8bit' base as `saliency-r1 train --load-in-4bit` loads it."
     if base == "dense": return pretrained_tiny()
-    return load_vlm(CHECKPOINTS / "tiny-qwen2_5_vl", dtype=torch.float32, quantization_config=quantization(int(base[0])))
+    script = GRPOScriptArguments(load_in_4bit=base == "4bit", load_in_8bit=base == "8bit")
+    return load_vlm(CHECKPOINTS / "tiny-qwen2_5_vl", dtype=torch.float32, quantization_config=script.quantization_config(torch.float32))
 
 class Recorded(SaliencyGRPOTrainer):
     "Keeps each step's rows, completions, recorded maps and gathered rewards."
