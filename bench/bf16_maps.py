@@ -63,34 +63,41 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
 
 def forced_maps(model, processor, inputs, ids, method, map_dtype=torch.float32):
     "Explanations of the completions `ids` (B, N) from one teacher-forced forward."
+    return forced(model, processor, inputs, ids, (method,), map_dtype)[method][0]
+
+
+def forced(model, processor, inputs, ids, methods=METHODS, *dtypes) -> dict:
+    "{method: [explanations in each of `dtypes` (default float32)]} of the completions `ids` from one teacher-forced forward."
     P = inputs["input_ids"].shape[1]
     with torch.no_grad(), record_saliency(model, prompt_length=P) as rec:
         model(**teacher_forced_inputs(inputs, ids, torch.ones_like(ids)), use_cache=False)
-        return explain_batch(rec, ids, processor, method, map_dtype=map_dtype)
+    return from_recording(rec, ids, processor, methods, *dtypes)
+
+
+def from_recording(rec, ids, processor, methods=METHODS, *dtypes) -> dict:
+    with torch.no_grad(): return {m: [explain_batch(rec, ids, processor, m, map_dtype=d) for d in dtypes or (torch.float32,)] for m in methods}
 
 
 def summary(values: list[float]) -> dict:
     return dict(median=float(statistics.median(values)), max=float(max(values)))
 
 
-def compare(model, processor, inputs, ids, boxes=None) -> dict:
-    "Per method: A vs B and A16 vs B (median and max over examples of the relative difference), energy-PG of A and B."
+def compare(a_maps: dict, b_maps: dict, boxes=None) -> dict:
+    """Per method: A (float32 arithmetic) and A16 (bf16 arithmetic) of a bf16 forward against B (a float32 forward of the
+    same weights): median and max over examples of the difference relative to B's peak; energy-PG of A and B."""
     out = {}
-    for method in METHODS:
-        a = forced_maps(model, processor, inputs, ids, method)
-        a16 = forced_maps(model, processor, inputs, ids, method, torch.bfloat16)
-        with float32_forward(model): b = forced_maps(model, processor, inputs, ids, method)
+    for method, (a, a16) in a_maps.items():
+        b = b_maps[method][0]
         ok = [i for i, e in enumerate(b) if e.valid and np.abs(e.answer_map).max() > 0]
         row = {"forward (A vs B)": summary([rel(a[i].answer_map, b[i].answer_map) for i in ok]),
                "bf16 arithmetic too (A16 vs B)": summary([rel(a16[i].answer_map, b[i].answer_map) for i in ok])}
         if boxes is not None:
-            epg = lambda exps: [energy_pointing_game(exps[i].answer_map, boxes[i]) for i in ok]
-            ea, eb = epg(a), epg(b)
-            row["energy-PG"] = dict(A=float(np.mean(ea)), B=float(np.mean(eb)), mean_abs_diff=float(np.mean(np.abs(np.subtract(ea, eb)))),
-                                    max_abs_diff=float(np.max(np.abs(np.subtract(ea, eb)))))
+            ea, eb = ([energy_pointing_game(x[i].answer_map, boxes[i]) for i in ok] for x in (a, b))
+            diff = np.abs(np.subtract(ea, eb))
+            row["energy-PG"] = dict(A=float(np.mean(ea)), B=float(np.mean(eb)), mean_abs_diff=float(diff.mean()), max_abs_diff=float(diff.max()))
         out[method] = row
-        print(f"{method:<10} A vs B: median {row['forward (A vs B)']['median']:.1e}, max {row['forward (A vs B)']['max']:.1e}; "
-              f"A16 vs B: median {row['bf16 arithmetic too (A16 vs B)']['median']:.1e}, max {row['bf16 arithmetic too (A16 vs B)']['max']:.1e}"
+        f, t = row["forward (A vs B)"], row["bf16 arithmetic too (A16 vs B)"]
+        print(f"{method:<10} A vs B: median {f['median']:.1e}, max {f['max']:.1e}; A16 vs B: median {t['median']:.1e}, max {t['max']:.1e}"
               + (f"; energy-PG A {row['energy-PG']['A']:.3f} B {row['energy-PG']['B']:.3f} (mean |Δ| {row['energy-PG']['mean_abs_diff']:.4f})"
                  if boxes is not None else ""))
     return out
@@ -107,63 +114,81 @@ def tiny(args):
     with float32_forward(model): per_block = forced_maps(model, processor, inputs, ids, "chain")
     check = max(rel(x.answer_map, y.answer_map) for x, y in zip(per_block, forced_maps(twin, processor, inputs, ids, "chain")) if y.valid)
     print(f"tiny model, bf16, {args.scenes} scenes: per-block float32 forward vs a float32 copy: {check:.1e}")
-    result = dict(scenes=args.scenes, seed=2024, per_block_float32_check=check,
-                  methods=compare(model, processor, inputs, ids, [r["bbox"] for r in rows]))
+    a = forced(model, processor, inputs, ids, METHODS, torch.float32, torch.bfloat16)
+    with float32_forward(model): b = forced(model, processor, inputs, ids)
+    result = dict(scenes=args.scenes, seed=2024, per_block_float32_check=check, methods=compare(a, b, [r["bbox"] for r in rows]))
     (RESULTS / "bf16_maps_tiny.json").write_text(json.dumps(result, indent=1))
 
 
-def peak_rss_gb() -> float:
+def peak_gb() -> float:
     "Peak resident memory of this process so far, GiB (on a GPU: peak allocated device memory)."
     if torch.cuda.is_available() and torch.cuda.is_initialized(): return torch.cuda.max_memory_allocated() / 2 ** 30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
+@contextlib.contextmanager
+def cached_vision(vision):
+    "Within the context `vision` returns what it returned the first time (the same pixels: the same bf16 features), without recomputing."
+    saved = {}
+    def keep(module, args, out):
+        if not saved: saved.update(cls=type(out), last_hidden_state=out.last_hidden_state, pooler_output=out.pooler_output)
+    hook = vision.register_forward_hook(keep)
+    try: yield lambda: setattr(vision, "forward", lambda *a, **k: saved["cls"](last_hidden_state=saved["last_hidden_state"],
+                                                                             pooler_output=saved["pooler_output"]))
+    finally: hook.remove(); vision.__dict__.pop("forward", None)
+
+
+def naive_forced(model, inputs, ids, tok) -> dict:
+    "The naive path on the same completion: one eager teacher-forced forward with output_attentions, then the chain and cot maps."
+    P, ad = inputs["input_ids"].shape[1], adapter_for(model)
+    model.set_attn_implementation({"text_config": "eager"})
+    norm = []
+    hook = ad.final_norm.register_forward_hook(lambda m, a, o: norm.append(torch.rsqrt(a[0].float().pow(2).mean(-1) + m.variance_epsilon)))
+    try: out = model(**teacher_forced_inputs(inputs, ids, torch.ones_like(ids)), output_attentions=True, use_cache=True)
+    finally: hook.remove(); model.set_attn_implementation({"text_config": "sdpa"})
+    # as generate would hand them over: per layer one "step" whose rows are the queries from P-1 on
+    steps = [tuple(a[:, :, q:q + 1] for a in out.attentions) for q in range(P - 1, out.attentions[0].shape[2] - 1)]
+    gen = type("Out", (), dict(attentions=steps, cache=out.cache, sequences=torch.cat([inputs["input_ids"], ids], 1)))
+    maps = naive_maps(model, gen, P, tok, {tok.eos_token_id, tok.pad_token_id}, norm[0][:, P - 1:])
+    return maps, sum(a.numel() * a.element_size() for a in out.attentions)
+
+
 def shape_3b(args):
     "Generate, record and map at the Qwen2.5-VL-3B shape in bf16 (batch 1, 448 px, 128 thinking tokens)."
     t0 = time.perf_counter()
-    model, processor, inputs = build("3b", torch.bfloat16, args.device, args.image, 1)
-    n_params = sum(p.numel() for p in model.parameters())
-    built, rss_model = time.perf_counter() - t0, peak_rss_gb()
-    tok, P = processor.tokenizer, inputs["input_ids"].shape[1]
+    model, processor, inputs = build(args.size, torch.bfloat16, args.device, args.image, 1)
+    res = dict(params=sum(p.numel() for p in model.parameters()), build_s=time.perf_counter() - t0,
+               model_bytes=sum(p.numel() * p.element_size() for p in model.parameters()), peak_after_build_gb=peak_gb())
+    tok, P, ad = processor.tokenizer, inputs["input_ids"].shape[1], adapter_for(model)
     n_new = args.think + 6  # <think>, thinking, </think>, 3 answer tokens, end of turn
-    scripts = scripted_completions(tok, 1, n_new)
-    gen = dict(max_new_tokens=n_new, do_sample=False, prefix_allowed_tokens_fn=forcing(scripts, P))
-    n_img = int(adapter_for(model).image_mask(inputs["input_ids"][0]).sum())
-    print(f"3B shape: {n_params / 1e9:.2f}B params bf16, built in {built:.0f} s; prompt {P} tokens ({n_img} image tokens), {n_new} new tokens")
-    res = dict(params=n_params, image_tokens=n_img, prompt_tokens=P, new_tokens=n_new, thinking_tokens=args.think,
-               model_bytes=sum(p.numel() * p.element_size() for p in model.parameters()), peak_rss_after_build_gb=rss_model)
-    with torch.no_grad():
-        t = time.perf_counter(); plain = model.generate(**inputs, **gen); res["generate_plain_s"] = time.perf_counter() - t
+    gen = dict(max_new_tokens=n_new, do_sample=False, prefix_allowed_tokens_fn=forcing(scripted_completions(tok, 1, n_new), P))
+    res.update(image_tokens=int(ad.image_mask(inputs["input_ids"][0]).sum()), prompt_tokens=P, new_tokens=n_new, thinking_tokens=args.think)
+    print(f"{args.size} shape: {res['params'] / 1e9:.2f}B params, bf16, built in {res['build_s']:.0f} s; prompt {P} tokens "
+          f"({res['image_tokens']} image tokens), {n_new} new tokens", flush=True)
+    with torch.no_grad(), cached_vision(ad.vision) as reuse_vision:
         t = time.perf_counter()
         with record_saliency(model) as rec: out = model.generate(**inputs, **gen)
-        res["generate_recorded_s"] = time.perf_counter() - t
-        res["peak_rss_after_generate_gb"] = peak_rss_gb()
-        maps = {}
-        for method in ("chain", "cot"):
-            t = time.perf_counter(); maps[method] = explain_batch(rec, out[:, P:], processor, method); res[f"maps_{method}_s"] = time.perf_counter() - t
-        res["recording_bytes"], res["readout_bytes"] = rec.nbytes, maps["chain"][0]._row.readouts.nbytes
-        res["peak_rss_after_maps_gb"] = peak_rss_gb()
-        res["same_tokens"] = bool(torch.equal(plain, out))
-        del rec
-        model.set_attn_implementation({"text_config": "eager"})
-        norm_in = []
-        hook = adapter_for(model).final_norm.register_forward_hook(
-            lambda m, a, o: norm_in.append(torch.rsqrt(a[0][:, -1:].float().pow(2).mean(-1) + m.variance_epsilon)))
-        t = time.perf_counter()
-        try: naive = model.generate(**inputs, **gen, output_attentions=True, return_dict_in_generate=True)
-        finally: hook.remove(); model.set_attn_implementation({"text_config": "sdpa"})
-        naive_m = naive_maps(model, naive, P, tok, {tok.eos_token_id, tok.pad_token_id}, torch.cat(norm_in, 1))
-        res["generate_naive_with_maps_s"] = time.perf_counter() - t
-        res["naive_attention_bytes"] = sum(x.numel() * x.element_size() for step in naive.attentions for x in step)
-        del naive
-        res["recorded_vs_naive"] = {m: rel(maps[m][0].answer_map.ravel(), naive_m[m][0]) for m in ("chain", "cot")}
-        print(json.dumps(res, indent=1))
+        res["generate_recorded_s"], res["peak_after_generate_gb"] = time.perf_counter() - t, peak_gb()
         ids = out[:, P:]
-        res["precision"] = compare(model, processor, inputs, ids)
-    res["peak_rss_gb"] = peak_rss_gb()
-    res["total_s"] = time.perf_counter() - t0
-    (RESULTS / "bf16_maps_3b.json").write_text(json.dumps(res, indent=1))
-    print(f"total {res['total_s'] / 60:.1f} min, peak RSS {res['peak_rss_gb']:.1f} GB")
+        t = time.perf_counter(); a = from_recording(rec, ids, processor, ("chain",)); res["maps_chain_s"] = time.perf_counter() - t
+        t = time.perf_counter(); from_recording(rec, ids, processor, ("cot",)); res["maps_cot_s"] = time.perf_counter() - t
+        a = from_recording(rec, ids, processor, METHODS, torch.float32, torch.bfloat16)
+        res.update(recording_bytes=rec.nbytes, readout_bytes=a["chain"][0][0]._row.readouts.nbytes, peak_after_maps_gb=peak_gb(),
+                   valid=bool(a["chain"][0][0].valid))
+        print(json.dumps(res, indent=1), flush=True)
+        del rec
+        reuse_vision()  # the naive path runs the text stack on the same bf16 image features
+        t = time.perf_counter(); naive, res["naive_attention_bytes"] = naive_forced(model, inputs, ids, tok)
+        res["naive_forward_and_maps_s"] = time.perf_counter() - t
+    res["recorded_vs_naive"] = {m: rel(a[m][0][0].answer_map.ravel(), naive[m][0]) for m in ("chain", "cot")}
+    print(f"recorded vs naive eager maps: {res['recorded_vs_naive']}", flush=True)
+    t = time.perf_counter()
+    with float32_forward(model): b = forced(model, processor, inputs, ids)
+    res["float32_forward_and_maps_s"] = time.perf_counter() - t
+    res["precision"] = compare(a, b)
+    res["peak_gb"], res["total_s"] = peak_gb(), time.perf_counter() - t0
+    (RESULTS / f"bf16_maps_{args.size}.json").write_text(json.dumps(res, indent=1))
+    print(f"total {res['total_s'] / 60:.1f} min, peak memory {res['peak_gb']:.1f} GB", flush=True)
 
 
 def main():
@@ -171,6 +196,7 @@ def main():
     ap.add_argument("--tiny", action="store_true", help="the shipped tiny model in bf16, 24 scenes")
     ap.add_argument("--3b", dest="b3", action="store_true", help="the Qwen2.5-VL-3B shape, random init, bf16")
     ap.add_argument("--scenes", type=int, default=24)
+    ap.add_argument("--size", default="3b", help="with --3b: the model shape (bench/saliency_overhead.py's SIZES; 'quick' to try the script)")
     ap.add_argument("--image", type=int, default=448)
     ap.add_argument("--think", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)

@@ -29,7 +29,7 @@ from saliency_r1.data import make_shapes_dataset
 from saliency_r1.grpo import SaliencyGRPOConfig, SaliencyGRPOTrainer, default_rewards
 from saliency_r1.rewards import saliency_reward
 from saliency_r1.models import pretrained_tiny, tiny_vlm
-from saliency_r1.saliency import unwrap_model
+from saliency_r1.weights import unwrap_model
 from saliency_r1.sft import make_lora_config
 from saliency_overhead import SIZES, scripted_completions
 
