@@ -70,7 +70,7 @@ def _column(name: str, values, n: int, reward: str, fix: str) -> list:
                                           "pass one per completion (TRL repeats dataset columns per generation)")
     return values
 
-_FOREIGN_THINKING = re.compile(r"<(reasoning|thoughts?|thinking|reason|scratchpad|seed:think|start_working_out)>|◁think▷|"
+_FOREIGN_THINKING = re.compile(r"<(think|reasoning|thoughts?|thinking|reason|scratchpad|seed:think|start_working_out)>|◁think▷|"
                                r"<\|begin_of_thought\|>|\[THINK\]|<\|channel\|>analysis", re.I)
 _WARNED: set = set()
 
@@ -137,14 +137,21 @@ NUMBER_WORDS = {w: float(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen twenty".split())} | {w: float(10 * i) for i, w in enumerate(
     "thirty forty fifty sixty seventy eighty ninety".split(), start=3)}
-_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?![\w])|\b[a-z]+\b", re.I)
+_FRACTION = r"[-+]?\d+\s*/\s*\d+"
+_NUMBER = re.compile(rf"(?<![\w./]){_FRACTION}(?![\w./])|(?<![\w./])[-+]?(?:\d{{1,3}}(?:,\d{{3}})+|\d+)?(?:\.\d+)?(?![\w/])|\b[a-z]+\b", re.I)
+
+def _fraction(tok: str) -> float | None:
+    "The value of 'a/b' (b not 0), else None."
+    a, b = (float(x) for x in tok.split("/"))
+    return a / b if b else None
 
 def numbers_in(text: str) -> list[float]:
-    "Every number in `text`, written in digits (sign, decimals, thousands commas) or as a number word."
+    "Every number in `text`, written in digits (sign, decimals, thousands commas, a fraction a/b) or as a number word."
     out = []
     for m in _NUMBER.finditer(str(text)):
         tok = m.group().lower()
         if tok in NUMBER_WORDS: out.append(NUMBER_WORDS[tok])
+        elif "/" in tok: out += [v] if (v := _fraction(tok)) is not None else []
         elif any(ch.isdigit() for ch in tok) and math.isfinite(v := float(tok.replace(",", ""))): out.append(v)
     return out
 
@@ -152,12 +159,14 @@ def parse_number(text: str) -> float | None:
     "The value of a text that is exactly one number (optionally with %, a sign or a full stop), else None."
     t = str(text).strip().rstrip(".").removesuffix("%").strip()
     if t.lower() in NUMBER_WORDS: return NUMBER_WORDS[t.lower()]
+    if re.fullmatch(_FRACTION, t): return _fraction(t)
     if not (re.fullmatch(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?", t) and any(c.isdigit() for c in t)): return None
     value = float(t.replace(",", ""))
     return value if math.isfinite(value) else None   # 400 digits are text, not infinity
 
 # %% ../nbs/03_rewards.ipynb #c4b99e82
 _ANSWER_TAGS = re.compile(r"<answer>(.*?)</answer>", re.S)
+_END_MARKS = re.compile(r"<\|[\w.-]+\|>|<｜[^｜]+｜>|</s>|<eos>|<end_of_turn>")   # end-of-turn tokens left in by a decode
 
 def _last_boxed(text: str) -> str | None:
     "The content of the last balanced `\\boxed{…}` in `text`, or None."
@@ -170,10 +179,11 @@ def _last_boxed(text: str) -> str | None:
     return None
 
 def final_answer(text: str) -> str:
-    "The answer a text gives: inside its last `<answer>…</answer>` (R1-V), then inside its last `\\boxed{…}` (`\\text{}` unwrapped), stripped."
-    t = str(text)
+    "The answer a text gives: end-of-turn marks dropped, inside its last `<answer>…</answer>` (R1-V), then inside its last `\\boxed{…}` (`\\text{}` unwrapped, `\\frac{a}{b}` as a/b), stripped."
+    t = _END_MARKS.sub(" ", str(text))
     if tagged := _ANSWER_TAGS.findall(t): t = tagged[-1]
-    if (boxed := _last_boxed(t)) is not None: t = re.sub(r"\\(?:text|mathrm|textbf)\{([^{}]*)\}", r"\1", boxed)
+    if (boxed := _last_boxed(t)) is not None:
+        t = re.sub(r"\\d?frac\{([^{}]*)\}\{([^{}]*)\}", r"\1/\2", re.sub(r"\\(?:text|mathrm|textbf)\{([^{}]*)\}", r"\1", boxed))
     return t.replace(ANSWER_OPEN, " ").replace(ANSWER_CLOSE, " ").strip()
 
 # %% ../nbs/03_rewards.ipynb #23cd9f9f
@@ -212,15 +222,16 @@ def answer_text(completion) -> str | None:
 # %% ../nbs/03_rewards.ipynb #3b8b6b63
 def accuracy_reward(completions: list, solution: list | None = None, # the ground-truth answers (dataset column)
                     rel_tol: float = 0.0, abs_tol: float = 1e-6, **kwargs) -> list[float]:
-    "1.0 where the answer after `</think>` matches the row's `solution` (see `match_answer`), else 0.0."
+    "1.0 where the answer after `</think>` matches the row's `solution` (see `match_answer`; a list of solutions: any of them), else 0.0."
     rel_tol, abs_tol = check_real(rel_tol, "rel_tol", low=0), check_real(abs_tol, "abs_tol", low=0)
     solution = _column("solution", solution, len(completions), "accuracy_reward",
                        "add the ground-truth answers as `solution` (Saliency-R1-8k schema)")
     out = []
     for i, (c, s) in enumerate(zip(completions, solution)):
-        if s is None or not str(s).strip(): raise ValueError(f"accuracy_reward: row {i} has an empty `solution`; fix or drop that row")
+        alternatives = [str(x) for x in s] if isinstance(s, (list, tuple)) else [] if s is None else [str(s)]  # VQA: several accepted answers
+        if not any(x.strip() for x in alternatives): raise ValueError(f"accuracy_reward: row {i} has an empty `solution`; fix or drop that row")
         answer = answer_text(c)
-        out.append(float(bool(answer) and match_answer(answer, str(s), rel_tol, abs_tol)))
+        out.append(float(bool(answer) and any(match_answer(answer, x, rel_tol, abs_tol) for x in alternatives if x.strip())))
     return out
 
 # %% ../nbs/03_rewards.ipynb #b8da1f06
