@@ -249,7 +249,7 @@ def cap_pixels(processor, max_pixels: int | None = DEFAULT_MAX_PIXELS):
     return processor
 
 def load_vlm(name_or_path, dtype="auto", attn_implementation=None, device_map=None, trust_remote_code: bool = False,
-             max_pixels: int | None = DEFAULT_MAX_PIXELS, # image budget of the processor (`cap_pixels`); None: the checkpoint's own
+             max_pixels: int | None = DEFAULT_MAX_PIXELS, # image budget of the processor (cap_pixels); None: the checkpoint's own
              **kw):
     "A VLM and its processor from a hub name or a local folder, through the Auto classes; `FileNotFoundError` in one line if there is none."
     check_checkpoint(name_or_path, kw.get("revision"), kw.get("cache_dir"), kw.get("local_files_only", False))

@@ -94,7 +94,7 @@ def _wrap(text: str, width: float, fontsize: float = 9) -> str:
 
 def show_saliency(image: Image.Image,      # the picture under the map
                   saliency,                # (gh, gw) map over the whole image
-                  boxes=None,              # evidence boxes (normalized [x1, y1, x2, y2], `Box`, or their string form)
+                  boxes=None,              # evidence boxes (normalized [x1, y1, x2, y2], Box, or their string form)
                   ax=None,                 # draw here (default: a new figure)
                   alpha: float = 0.7,      # opacity of the largest value
                   cmap: str | None = None, # default: "inferno", or "RdBu_r" for `signed`

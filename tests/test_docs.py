@@ -216,3 +216,21 @@ def test_no_links_to_private_names():
            if c.cell_type == "markdown" for m in re.finditer(r"`([^`\s]+?)(?:\(\))?`", c.source)
            if m.group(1).split(".")[-1] in private]
     assert not bad, "backticked private names (links to nowhere on the site):\n" + "\n".join(bad)
+
+
+def test_signature_comments_have_no_backticks():
+    "show_doc prints a signature's docments comments as code, where nbdev's doc links stay raw markdown"
+    " ([`name`](https://…)): name other functions in those comments without backticks."
+    import ast
+    modidx = ast.literal_eval((ROOT / "saliency_r1" / "_modidx.py").read_text().split("d = ", 1)[1])
+    linked = {k.split(".")[-1] for m in modidx["syms"].values() for k in m}  # what nbdev turns into a link
+    bad = []
+    for py in sorted((ROOT / "saliency_r1").glob("*.py")):
+        lines = py.read_text().splitlines()
+        for node in ast.walk(ast.parse(py.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body:
+                for i in range(node.lineno - 1, node.body[0].lineno - 1):
+                    comment = lines[i].partition("#")[2] if "#" in lines[i] and not lines[i].lstrip().startswith(("#", '"')) else ""
+                    if any(n.split(".")[-1] in linked for n in re.findall(r"`(\w[\w.]*)`", comment)):
+                        bad.append(f"{py.name}:{i + 1}: {lines[i].strip()}")
+    assert not bad, "backticks in signature comments (raw links on the docs pages):\n" + "\n".join(bad)
