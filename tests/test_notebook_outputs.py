@@ -171,3 +171,12 @@ def test_saved_outputs_have_no_progress_bars_or_trainer_logs(nb):
              for o in c.get("outputs", []) if o.get("output_type") == "stream"
              for line in (o.text if isinstance(o.text, str) else "".join(o.text)).split("\n") if run_nbs.noise(line)]
     assert not noisy, f"{nb}: {len(noisy)} lines of progress bars or trainer logs in the saved outputs: run `python tools/run_nbs.py nbs/{nb}`\n" + "\n".join(noisy[:10])
+
+
+@pytest.mark.parametrize("nb", [p.relative_to(NBS).as_posix() for p in chapters()])
+def test_markdown_tables_are_displayed_not_printed(nb):
+    "A printed markdown table shows as pipes and dashes on the page: display it (`Markdown(report.to_markdown())`, or the"
+    " report itself as a cell's last expression) and it renders as a table."
+    printed = [f"cell {i}: {c.source.strip().splitlines()[-1][:80]}" for i, c in enumerate(nbformat.read(NBS / nb, as_version=4).cells)
+               for o in c.get("outputs", []) if o.get("output_type") == "stream" and "|---" in (o.text if isinstance(o.text, str) else "".join(o.text))]
+    assert not printed, f"{nb}: markdown tables printed as text:\n" + "\n".join(printed)
