@@ -123,3 +123,17 @@ def test_sft_lora_on_a_named_checkpoint(tmp_path):
     r = run("sft", "--model", str(tmp_path / "base"), "--data", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "bad"),
             "--steps", "1", "--lora", "q_proj", "qproj")
     assert r.returncode == 2 and "qproj" in r.stderr and "Traceback" not in r.stderr
+
+def test_one_pixel_budget_api_and_cli(tmp_path):
+    "The same large image gets the same grid from `explain` in Python and from `saliency-r1 explain`: the processor's budget sizes it."
+    from PIL import Image
+    from saliency_r1.data import make_shapes_dataset
+    from saliency_r1.models import pretrained_tiny
+    from saliency_r1.saliency import explain
+    row = make_shapes_dataset(1, seed=5, image_size=(200, 150))[0]
+    big = row["image"].resize((1600, 1200), Image.NEAREST); big.save(tmp_path / "big.png")
+    model, processor = pretrained_tiny()
+    grid = explain(model, processor, Image.open(tmp_path / "big.png"), row["problem"], max_new_tokens=48).grid
+    r = run("explain", "--image", tmp_path / "big.png", "--question", row["problem"], "--max-new-tokens", "48", "--out", tmp_path / "x")
+    assert r.returncode == 0, r.stderr
+    assert tuple(json.loads((tmp_path / "x" / "explanation.json").read_text())["grid"]) == tuple(grid)
