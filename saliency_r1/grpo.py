@@ -75,14 +75,6 @@ def _list_dataset(rows: list) -> datasets.Dataset:
     except (TypeError, ValueError) as e: raise ValueError(f"The GRPO rows do not make one table ({type(e).__name__}: {e}): give each column one type") from None
     return out.cast_column("image", datasets.Image()) if "image" in out.column_names else out
 
-def _bad_rows(dataset, max_pixels) -> dict[int, str]:
-    "Row index -> why `validate_row` rejects it (the image, question, answer and boxes every later stage needs)."
-    bad = {}
-    for i in range(len(dataset)):
-        try: validate_row(dataset[i], max_pixels=max_pixels)
-        except ValueError as e: bad[i] = str(e)
-    return bad
-
 def _column_names(dataset) -> list[str]:
     "Columns of a `Dataset`, or of an `IterableDataset` (whose features may be unknown until its first row is read)."
     names = dataset.column_names
@@ -91,9 +83,18 @@ def _column_names(dataset) -> list[str]:
 
 def _grpo_row(r: dict, i: int, system_prompt, max_pixels) -> dict:
     "Prompt, RGB image and box lists of one row, checked by `validate_row` (a stream's bad row is named as it is read)."
-    try: clean = validate_row(r, max_pixels=max_pixels)
+    try: clean = validate_row(dict(r), max_pixels=max_pixels)   # `map` passes a lazy row
     except ValueError as e: raise ValueError(f"GRPO row {i} cannot be trained on: {e}") from None
     return dict(prompt=make_conversation(clean, system_prompt), image=clean["image"], bbox=clean["bbox"])
+
+# %% ../nbs/09_grpo.ipynb #1f377f7b
+def _bad_rows(dataset, max_pixels) -> dict[int, str]:
+    "Row index -> why `validate_row` rejects it (the image, question, answer and boxes every later stage needs)."
+    bad = {}
+    for i in range(len(dataset)):
+        try: validate_row(dataset[i], max_pixels=max_pixels)
+        except ValueError as e: bad[i] = str(e)
+    return bad
 
 def grpo_dataset(dataset, # a `Dataset`, an `IterableDataset` (converted lazily, as it streams) or a list of row dicts
                  system_prompt: str | None = SYSTEM_PROMPT, max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -113,23 +114,19 @@ def grpo_dataset(dataset, # a `Dataset`, an `IterableDataset` (converted lazily,
                                  f"(it has {sorted(cols)})")
     if need_boxes and "bbox" not in cols:
         raise ValueError("The saliency reward needs a 'bbox' column of evidence boxes: add one, or set saliency_weight=0")
-    if stream:
-        if on_error == "skip": raise ValueError("on_error='skip' needs a Dataset (a stream cannot say what it dropped): pass "
-                                                "datasets.Dataset.from_list(list(stream)), or fix the rows")
-        out = dataset.map(_grpo_row, with_indices=True, fn_kwargs=dict(system_prompt=system_prompt, max_pixels=max_pixels),
-                          remove_columns=[c for c in ("image", "bbox") if c in cols])
-        return out.cast_column("image", datasets.Image()) if out.features is not None else out
-    if bad := _bad_rows(dataset, max_pixels):
+    if stream and on_error == "skip":
+        raise ValueError("on_error='skip' needs a Dataset (a stream cannot say what it dropped): pass "
+                         "datasets.Dataset.from_list(list(stream)), or fix the rows")
+    if not stream and (bad := _bad_rows(dataset, max_pixels)):
         shown = "; ".join(f"row {i}: {m}" for i, m in list(bad.items())[:5])
         if on_error == "raise": raise ValueError(f"{len(bad)} GRPO row(s) cannot be trained on: {shown} (pass on_error='skip' to drop them)")
         print(f"grpo_dataset: skipped {len(bad)} of {len(dataset)} rows: {shown}")
         dataset = dataset.select([i for i in range(len(dataset)) if i not in bad])
         if len(dataset) == 0: raise ValueError("The GRPO dataset has no valid rows left")
-    def row(r):
-        return dict(prompt=make_conversation(r, system_prompt), image=to_rgb(r["image"], max_pixels),
-                    bbox=[b.to_list() for b in parse_boxes(r.get("bbox"))])
-    out = dataset.map(row, remove_columns=[c for c in ("image", "bbox") if c in cols])
-    return out.cast_column("image", datasets.Image())  # decoded: `map` kept an undecoded input column's Image(decode=False)
+    out = dataset.map(_grpo_row, with_indices=True, fn_kwargs=dict(system_prompt=system_prompt, max_pixels=max_pixels),
+                      remove_columns=[c for c in ("image", "bbox") if c in cols])
+    # decoded: `map` keeps an input column's feature, so undecoded images (Image(decode=False)) would stay {bytes, path} dicts
+    return out.cast_column("image", datasets.Image()) if out.features is not None else out
 
 # %% ../nbs/09_grpo.ipynb #14500812
 def default_rewards(args: SaliencyGRPOConfig) -> tuple[list, list[float]]:
