@@ -1,12 +1,12 @@
 """Saliency maps on a sharded model, one rank of a multi-process run (for tests/test_scale.py).
 
-    torchrun --nproc_per_node 2 tests/scale_worker.py OUT_DIR zero3|fsdp2|fsdp1
+    torchrun --nproc_per_node 2 tests/scale_worker.py OUT_DIR SETTING [SETTING ...]    (zero3, fsdp2, fsdp1)
     deepspeed --num_gpus 2 tests/scale_worker.py OUT_DIR zero3
 
-Each rank explains its own examples (`rank_rows`) with the shipped tiny model, sharded by SETTING, for the base model and
+For each SETTING in turn (one process group: a launch costs more than the maps), each rank explains its own examples (`rank_rows`) with the shipped tiny model, sharded by SETTING, for the base model and
 with a LoRA adapter on o_proj (`build_model`), teacher-forced on fixed completions and generated (greedy), with every
 method of `METHODS`; then once more with rank 1's completions all invalid while rank 0's are valid. It writes
-OUT_DIR/rank{r}.json: one entry per case with each example's completion ids, validity and answer map.
+OUT_DIR/SETTING-rank{r}.json: one entry per case with each example's completion ids, validity and answer map.
 """
 import contextlib, functools, json, sys
 from pathlib import Path
@@ -61,7 +61,10 @@ def shard(model, setting: str):
     layers, blocks = hf.model.language_model.layers, hf.model.visual.blocks
     if setting == "zero3":
         import deepspeed
-        engine, *_ = deepspeed.initialize(model=model, config={"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3}})
+        # persistence threshold 0: no parameter stays gathered after its first use (by default those under 1e5 elements do,
+        # which is every weight of the tiny model; a 7B model's are far larger)
+        zero = {"stage": 3, "stage3_param_persistence_threshold": 0}
+        engine, *_ = deepspeed.initialize(model=model, config={"train_micro_batch_size_per_gpu": 1, "zero_optimization": zero})
         assert all(p.numel() == 0 for p in engine.module.parameters())  # every parameter partitioned outside the forward
         return engine.module
     if setting == "fsdp2":  # what accelerate's TRANSFORMER_BASED_WRAP does: each decoder layer and vision block, then the root
@@ -75,10 +78,7 @@ def shard(model, setting: str):
         return FSDP(model, auto_wrap_policy=policy, device_id=torch.device("cpu"), use_orig_params=True)
     raise ValueError(f"Unknown setting {setting!r}: zero3, fsdp2 or fsdp1")
 
-def main(out: str, setting: str):
-    torch.set_num_threads(1)
-    if not dist.is_initialized(): dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
+def run(out: str, setting: str, rank: int, world: int):
     # ranks generate different lengths: the finished one keeps joining the sharded forwards (transformers turns this on by
     # itself for FSDP, and for ZeRO-3 only under accelerate/Trainer, not for a bare deepspeed.initialize)
     kw = dict(synced_gpus=True)
@@ -91,7 +91,12 @@ def main(out: str, setting: str):
             kw["generate_context"] = functools.partial(FSDP.summon_full_params, model, recurse=False, writeback=False)
         result[variant] = maps(model, processor, rank, **kw)
         if variant == "base": result["one_rank_invalid"] = maps(model, processor, rank, invalid=rank == 1, **kw)
-    Path(out, f"rank{rank}.json").write_text(json.dumps(result))
+    Path(out, f"{setting}-rank{rank}.json").write_text(json.dumps(result))
+
+def main(out: str, *settings: str):
+    torch.set_num_threads(1)
+    if not dist.is_initialized(): dist.init_process_group("gloo")
+    for setting in settings: run(out, setting, dist.get_rank(), dist.get_world_size())
     dist.barrier()
     dist.destroy_process_group()
 

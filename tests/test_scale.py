@@ -1,6 +1,6 @@
 """Saliency maps under DeepSpeed ZeRO-3, FSDP2 and FSDP1 on 2 CPU processes (gloo, loopback) equal those of one plain process.
 
-Each setting runs `scale_worker.py` under torchrun (2 processes, a free port, ended after two minutes at most): every rank
+`scale_worker.py` runs every setting in one torchrun launch (2 processes, a free port, ended after two minutes at most): every rank
 explains its own examples with chain, cot, direct and top_token maps, teacher-forced and generated, for the base model
 and with a LoRA adapter on o_proj; then with rank 1's completions all invalid. This process computes the same maps
 without sharding and compares (float32: 1e-5 of each map's peak)."""
@@ -37,11 +37,19 @@ def torchrun(*args) -> list:
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
             "--master_port", str(free_port()), *map(str, args)]
 
+SETTINGS = ("zero3", "fsdp2", "fsdp1")
+
 @pytest.fixture(scope="session")
 def deepspeed_ops():
-    "DeepSpeed compiles its CPU shared-memory collective op on first use (about 90 s here, then cached): build it once, outside the per-test limit."
-    pytest.importorskip("deepspeed")
+    "DeepSpeed compiles its CPU shared-memory collective op on first use (about 90 s here, then cached): build it once, outside the launches' limit."
     launch([sys.executable, "-c", "from deepspeed.comm.torch import build_shm_op; build_shm_op()"], timeout=600)
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory, deepspeed_ops) -> Path:
+    "The maps of every setting from one 2-process launch (torchrun; the settings run in turn in one process group)."
+    out = tmp_path_factory.mktemp("sharded_maps")
+    launch(torchrun(WORKER, out, *SETTINGS))
+    return out
 
 @pytest.fixture(scope="module")
 def reference():
@@ -65,14 +73,12 @@ def compare(got: list, want: list, where: str, rtol: float = RTOL) -> float:
         worst = max(worst, err)
     return worst
 
-@pytest.mark.parametrize("setting", ["zero3", "fsdp2", "fsdp1"])
-def test_sharded_maps_equal_plain(tmp_path, setting, reference, request):
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_sharded_maps_equal_plain(sharded, setting, reference):
     """ZeRO-3 (`deepspeed.initialize`, stage 3), FSDP2 (`fully_shard` on each decoder layer and vision block, then the root)
     and FSDP1 (`FullyShardedDataParallel`, transformer auto-wrap on the same classes): the maps of each rank's examples
     equal the plain model's, with and without a LoRA adapter; a rank with no valid completion neither hangs nor breaks its peer."""
-    if setting == "zero3": request.getfixturevalue("deepspeed_ops")
-    launch(torchrun(WORKER, tmp_path, setting))
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = [json.loads((sharded / f"{setting}-rank{r}.json").read_text()) for r in (0, 1)]
     base, lora = (np.array([e["map"] for e in reference(v, 0)["forced/chain"]]) for v in ("base", "lora"))
     assert np.abs(lora - base).max() > 1e-2 * np.abs(base).max()  # the adapter changes the maps: they must read it
     worst = {}
@@ -145,7 +151,6 @@ QLORA_RTOL = 1e-4  # of the peak, against the dequantized twin: the 4-bit forwar
 def test_qlora_grpo_step(tmp_path):
     """One GRPO step with LoRA on a bitsandbytes nf4 base (lm_head and the vision tower kept dense), one CPU process: the maps
     recorded during generation equal those of the dequantized dense twin (`model.dequantize()`) on the same completions."""
-    pytest.importorskip("bitsandbytes")
     from grpo_scale_worker import load
     launch([sys.executable, str(GRPO_WORKER), str(tmp_path), "4bit"])
     model, processor = load("4bit")
