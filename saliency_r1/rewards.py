@@ -83,9 +83,10 @@ def check_convention(texts: list[str], prefilled: list[bool] | None = None):
     for text, pre in zip(texts, prefilled or [False] * len(texts)):
         if THINK_OPEN in text or pre: continue
         if THINK_CLOSE in text:
-            _warn_once("prefill", "Completions close </think> without opening <think>: the chat template probably opens it at the end "
-                       "of the prompt (Qwen3 thinking mode, DeepSeek-R1 distills). Pass think_prefilled (one flag per completion; "
-                       "SaliencyGRPOTrainer adds it) or text prompts; until then they score 0 on format and get no map")
+            _warn_once("prefill", "Completions close </think> without opening <think>: if the chat template opens it at the end of "
+                       "the prompt (Qwen3 thinking mode, DeepSeek-R1 distills), pass think_prefilled (one flag per completion; "
+                       "SaliencyGRPOTrainer adds it) or text prompts; otherwise the model skipped it. Either way they score 0 on "
+                       "format and get no map")
         elif m := _FOREIGN_THINKING.search(text):
             _warn_once(m.group(0).lower(), f"Completions think inside {m.group(0)}, a convention this library does not read: "
                        "it reads <think>reasoning</think>answer (the answer optionally in <answer>…</answer> or \\boxed{}). "
