@@ -52,7 +52,10 @@ class Recorded(SaliencyGRPOTrainer):
         self.seen = dict(idx=[int(x["idx"]) for x in inputs], ids=[list(map(int, c)) for c in completion_ids_list],
                          valid=[bool(e.valid) for e in self.last_explanations],
                          maps=[e.answer_map.tolist() for e in self.last_explanations],
-                         rewards=rewards.tolist(), reward_names=[f.__name__ for f in self.reward_funcs])
+                         rewards=rewards.tolist(), reward_names=[f.__name__ for f in self.reward_funcs],
+                         # elements this rank holds of weights the maps read, right after they were read (ZeRO-3: 0, released)
+                         held={n: p.numel() for n, p in self.model_wrapped.named_parameters()
+                               if n.endswith(("layers.0.self_attn.o_proj.base_layer.weight", "lm_head.weight"))})
         return rewards
 
 def lora_state(trainer) -> dict:
@@ -85,6 +88,7 @@ def main(out: str, base: str = "dense"):
     Path(out, f"rank{rank}.json").write_text(json.dumps(dict(rank=rank, world=trainer.accelerator.num_processes,
                                                              distributed_type=str(trainer.accelerator.distributed_type),
                                                              sharding=sharding(trainer.model_wrapped), quantized=quantized(trainer.model),
+
                                                              **trainer.seen)))
 
 if __name__ == "__main__":
