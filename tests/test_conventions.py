@@ -156,6 +156,12 @@ def test_unknown_convention_warns_once():
         warnings.simplefilter("always")
         for _ in range(3): assert format_reward(["◁think▷It is red.◁/think▷red"]) == [0.0]
     assert len(caught) == 1 and "◁think▷" in str(caught[0].message)
+    model, processor = pretrained_tiny()
+    _WARNED.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        e = explain(model, processor, make_shapes_dataset(1)[0]["image"], "q", completion="<reasoning>x</reasoning>red")
+    assert not e.valid and sum(str(w.message).startswith("Completions think inside <reasoning>") for w in caught) == 1   # the map says so too
 
 
 ANSWER_FORMS = [("red", "{}"), ("red", "<answer>{}</answer>"), ("red", "\\boxed{{{}}}"), ("red", "The answer is {}."),
