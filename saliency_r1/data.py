@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 # %% auto #0
 __all__ = ['CLIP_TOLERANCE', 'BOX_FIELDS', 'BOX_KEYS', 'SYSTEM_PROMPT', 'SHAPES', 'COLOURS', 'TEMPLATES', 'RELATIONS',
-           'COUNT_WORDS', 'ANSWER_OPTIONS', 'MAX_ASPECT_RATIO', 'MAX_SCENE_SIDE', 'MAX_SCENE_BYTES',
+           'COUNT_WORDS', 'ANSWER_OPTIONS', 'MAX_SCENE_SIDE', 'MAX_ASPECT_RATIO', 'MAX_SCENE_BYTES',
            'DEFAULT_MAX_PIXELS', 'shown', 'check_int', 'check_real', 'Box', 'parse_boxes', 'make_conversation',
            'format_completion', 'chance_level', 'as_grid', 'position_name', 'render_scene', 'make_shapes_example',
            'make_shapes_dataset', 'evidence_pixels_ok', 'load_image', 'to_rgb', 'GroundedDataError', 'validate_row',
@@ -245,9 +245,11 @@ def _draw_object(draw: ImageDraw.ImageDraw, shape: str, colour: str, box: list[f
     else: raise ValueError(f"Unknown shape {shape!r}; known: {SHAPES}")
 
 # %% ../nbs/00_data.ipynb #29f6cec3
+MAX_SCENE_SIDE = 8192  # the largest synthetic image side (Qwen2.5-VL's default budget is about 1000 x 1000 px)
+
 def render_scene(objects: list[dict], width: int, height: int, grid: tuple[int, int], rng) -> Image.Image:
-    "Draw `objects` (dicts with shape, colour, cell) and set each object's normalized `box`."
-    width, height = check_int(width, "width"), check_int(height, "height")
+    "Draw `objects` (dicts with shape, colour, cell) on a `width` × `height` image (each at most `MAX_SCENE_SIDE`) and set each object's normalized `box`."
+    width, height = check_int(width, "width", 1, MAX_SCENE_SIDE), check_int(height, "height", 1, MAX_SCENE_SIDE)
     grid = (check_int(grid[0], "grid rows"), check_int(grid[1], "grid cols"))
     img = Image.fromarray(_background(rng, width, height))
     draw = ImageDraw.Draw(img)
@@ -326,7 +328,6 @@ _TEMPLATE_FNS = dict(colour=_t_colour, shape=_t_shape, relation=_t_relation, cou
 
 # %% ../nbs/00_data.ipynb #3a08aa13
 MAX_ASPECT_RATIO = 200  # the longest over the shortest side that Qwen-VL's processor (`smart_resize`) accepts
-MAX_SCENE_SIDE = 8192   # the largest synthetic image side (Qwen2.5-VL's default budget is about 1000 x 1000 px)
 MAX_SCENE_BYTES = 2**32 # the RGB pixels one `make_shapes_dataset` call may render (4 GiB): make more in parts
 
 def _pair(value, name: str, what: str) -> tuple:
