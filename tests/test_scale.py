@@ -93,7 +93,9 @@ def test_sharded_maps_equal_plain(sharded, setting, reference):
     print(f"{setting}: largest map difference / peak", json.dumps(worst))
 
 GRPO_WORKER = Path(__file__).parent / "grpo_scale_worker.py"
-GRPO_RTOL = 1e-4  # of the peak: maps recorded while generating against one teacher-forced forward (test_grpo: the same bound)
+# of the peak: maps recorded while generating against one teacher-forced forward, whose attention sums run in another
+# order (measured 4.3e-6 under ZeRO-3 and FSDP2, as in one process; test_grpo uses the same bound)
+GRPO_RTOL = 1e-4
 
 def accelerate_launch(config: str, *args) -> list:
     from saliency_r1.models import CHECKPOINTS
@@ -115,16 +117,15 @@ def check_grpo_step(out: Path, model, processor, n_ranks: int, rtol: float = GRP
         assert np.array_equal(got["rewards"], ranks[0]["rewards"])  # gathered: every rank has every rank's rewards
         mine = rows.select(got["idx"])
         want = forward_explanations(model, processor, list(mine["prompt"]), list(mine["image"]), got["ids"])
-        ref = [dict(ids=got_ids[:len(e.completion_ids)], valid=bool(e.valid), map=e.answer_map.tolist())
-               for got_ids, e in zip(got["ids"], want)]
+        ref = [dict(ids=e.completion_ids.tolist(), valid=bool(e.valid), map=e.answer_map.tolist()) for e in want]
         assert sum(e["valid"] for e in ref) >= 2, "too few valid completions to compare maps"
-        recorded = [dict(ids=i[:len(e["ids"])], valid=v, map=m) for i, v, m, e in zip(got["ids"], got["valid"], got["maps"], ref)]
+        recorded = [dict(ids=i, valid=v, map=m) for i, v, m in zip(got["ids"], got["valid"], got["maps"])]
         worst = max(worst, compare(recorded, ref, f"rank {r}", rtol))
         texts = processor.tokenizer.batch_decode(got["ids"], skip_special_tokens=True)
         expected = saliency_reward(texts, bbox=list(mine["bbox"]), saliency_maps=[np.array(e["map"]) for e in ref],
                                    valid=[e["valid"] for e in ref])
         local = np.array(got["rewards"])[len(got["idx"]) * r:len(got["idx"]) * (r + 1), got["reward_names"].index("saliency_reward")]
-        np.testing.assert_allclose(local, np.nan_to_num(np.array(expected, dtype=float)), rtol=0, atol=1e-4)
+        np.testing.assert_allclose(local, np.array(expected, dtype=float), rtol=0, atol=1e-4)
     lora = torch.load(out / "lora.pt")
     assert lora["before"].keys() == lora["after"].keys() and len(lora["after"]) > 0
     for name, w in lora["after"].items():
@@ -148,7 +149,9 @@ def test_grpo_step_sharded(tmp_path, setting, request):
         assert all(len(r["held"]) == 2 and not any(r["held"].values()) for r in res["ranks"]), [r["held"] for r in res["ranks"]]
     print(f"GRPO {setting}: largest recorded-map difference / peak {res['worst']:.2e}")
 
-QLORA_RTOL = 1e-4  # of the peak, against the dequantized twin: the 4-bit forward computes with the same dequantized weights
+# of the peak, against the dequantized twin: bitsandbytes computes a 4-bit layer on the CPU with the same dequantized weights
+# (measured 6e-7; 8-bit 1.2e-6), so what is left is the generate-versus-forward difference of GRPO_RTOL
+QLORA_RTOL = 1e-4
 
 def test_qlora_grpo_step(tmp_path):
     """One GRPO step with LoRA on a bitsandbytes nf4 base (lm_head and the vision tower kept dense), one CPU process: the maps
