@@ -4,6 +4,8 @@
 # into a fresh venv, tests/test_package.py, and the docs preview opened in headless Chromium, tests/test_docs.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# once, around everything below: the peak memory of the whole run is printed at the end (tools/peak_memory.py)
+if [ -z "${SALIENCY_R1_MEASURED:-}" ]; then SALIENCY_R1_MEASURED=1 exec python tools/peak_memory.py bash "$0" "$@"; fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 MPLBACKEND=Agg
 step() { printf '\n== %s (%ss) ==\n' "$1" "$SECONDS"; }
 
