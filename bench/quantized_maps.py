@@ -51,8 +51,8 @@ def main():
     model, processor, inputs = build(args.size, dtype, args.device, args.image, 1)
     ids = torch.tensor(scripted_completions(processor.tokenizer, 1, args.think + 6), device=args.device)
     quant = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
-                                llm_int8_skip_modules=["lm_head", "visual"]) if args.bits == 4 else
-             BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=["lm_head", "visual"]))
+                                llm_int8_skip_modules=["lm_head", "model.visual"]) if args.bits == 4 else
+             BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=["lm_head", "model.visual"]))
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder)
         del model

@@ -19,6 +19,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from .data import SYSTEM_PROMPT, Box, to_rgb
 from .models import prepare_inputs
 from .weights import unwrap_model, dense_weight
+from torch.distributed.fsdp import FullyShardedDataParallel
 from .attribution import (head_readout, value_logits, direct_contribution, cot_bottleneck, think_flow,
                                      saliency_map, chain_weights, token_chain, chain_support, attention_rows, rollout_step,
                                      gradient_x_input)
@@ -656,6 +657,17 @@ def explain_batch(rec: SaliencyRecording,  # what `record_saliency` kept of the 
                                valid=ok, grid=grids[b], method=method, _row=row, **maps))
     return out
 
+# %% ../nbs/05_saliency.ipynb #3800d21f
+def _generate(model, inputs: dict, **kwargs):
+    """`model.generate` as a sharded model needs it: bare DeepSpeed ZeRO-3 ranks take every step together until all are
+    done (`synced_gpus`; a trainer's engine sets it itself), and an FSDP1 root gathers its own weights (as TRL does)."""
+    dist = torch.distributed
+    if dist.is_initialized() and dist.get_world_size() > 1 and any(hasattr(p, "ds_id") for p in model.parameters()):
+        kwargs.setdefault("synced_gpus", True)
+    fsdp1 = isinstance(model, FullyShardedDataParallel)
+    with FullyShardedDataParallel.summon_full_params(model, recurse=False, writeback=False) if fsdp1 else contextlib.nullcontext():
+        return model.generate(**inputs, **kwargs)
+
 # %% ../nbs/05_saliency.ipynb #9dabe3ea
 from .data import check_int
 
@@ -716,7 +728,7 @@ def explain(model,                       # a supported VLM
         with torch.no_grad():
             if completions is None:
                 with record_saliency(model, rollout=rollout) as rec:
-                    out = model.generate(**inputs, **{"do_sample": False, "max_new_tokens": 256, **generate_kwargs})
+                    out = _generate(model, inputs, **{"do_sample": False, "max_new_tokens": 256, **generate_kwargs})
                 ids = (out.sequences if hasattr(out, "sequences") else out)[:, P:]
             else:  # a template that opens <think> in the prompt gets the completion without its own <think>
                 completions = [c.lstrip().removeprefix("<think>") if prompt_prefills_think(tok, p) else c

@@ -45,7 +45,7 @@ def _entries(exps) -> list[dict]:
 def maps(model, processor, rank: int, invalid: bool = False, generate_context=contextlib.nullcontext, **generate_kwargs) -> dict:
     """{'forced/METHOD': ..., 'generated/METHOD': ...} of one rank's examples: completion ids, validity and answer map of each.
     Forced: `explain` with the fixed completions. Generated: one greedy `generate` under `record_saliency`, every method
-    read from that recording (`explain_batch`, as the GRPO trainer does)."""
+    read from that recording (`explain_batch`, as the GRPO trainer does). Explained: `explain` generating on its own."""
     images, questions, completions = rank_rows(rank, invalid)
     out = {f"forced/{m}": _entries(explain(model, processor, images, questions, completion=completions, method=m)) for m in METHODS}
     inputs = prepare_inputs(processor, images, questions, device=model.device)
@@ -53,6 +53,9 @@ def maps(model, processor, rank: int, invalid: bool = False, generate_context=co
         ids = model.generate(**inputs, do_sample=False, max_new_tokens=3 if invalid else MAX_NEW_TOKENS, **generate_kwargs)
     ids = ids[:, inputs["input_ids"].shape[1]:]  # 3 new tokens: no answer, an invalid completion
     out |= {f"generated/{m}": _entries(explain_batch(rec, ids, processor, m)) for m in METHODS}
+    # and `explain` generating by itself, with no help: it must step bare ZeRO-3 ranks together and gather an FSDP1 root
+    n = 3 if invalid else MAX_NEW_TOKENS
+    out["explained/chain"] = _entries(explain(model, processor, images, questions, do_sample=False, max_new_tokens=n))
     return out
 
 def shard(model, setting: str):

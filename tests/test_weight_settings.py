@@ -80,14 +80,14 @@ def test_two_adapters_and_disabled(world):
 
 
 def quantized(**bnb):
-    config = BitsAndBytesConfig(**bnb, llm_int8_skip_modules=["lm_head", "visual"])
+    config = BitsAndBytesConfig(**bnb, llm_int8_skip_modules=["lm_head", "model.visual"])
     return AutoModelForImageTextToText.from_pretrained(TINY, quantization_config=config).eval()
 
 
 @pytest.mark.parametrize("bits,tolerance", [(4, 1e-5), (8, 0.1)])
 def test_quantized_base_explains_like_its_dequantized_twin(world, bits, tolerance):
     """A bitsandbytes base explains like its dequantized twin: 4-bit exactly (its forward multiplies by the dequantized
-    weight), 8-bit to 10% of the peak (5.1% measured): LLM.int8's forward also rounds the activations to int8 per row
+    weight), 8-bit to 10% of the peak (6.1% measured): LLM.int8's forward also rounds the activations to int8 per row
     (16-bit outlier columns aside), so its attention rows and values differ from the dense twin's, not the weights read."""
     bnb = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32) if bits == 4 else dict(load_in_8bit=True)
     q, twin = quantized(**bnb), quantized(**bnb).dequantize()
