@@ -1,7 +1,8 @@
 """The maps under every way a model can hold its weights in one process (issue 17): LoRA (unmerged, merged, disabled,
 two adapters), DoRA, bitsandbytes 4-bit and 8-bit against their dequantized twins, QLoRA, `torch.compile`. Each map
-("chain", "cot", "direct", "top_token") must equal the plain float32 model's on the same completions. The
-multi-process settings (ZeRO-3, FSDP) are tests/test_scale.py."""
+("chain", "cot", "direct", "top_token") read from one recording through the setting's weights equals the same
+recording read through the plain float32 model's, to 1e-5 of the peak (the weights read); end to end, with each
+model's own forward, the maps agree to 1e-4 (8-bit: 10%). The multi-process settings (ZeRO-3, FSDP) are tests/test_scale.py."""
 import copy
 
 import numpy as np
@@ -12,7 +13,9 @@ from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
 
 from saliency_r1.data import make_shapes_dataset
 from saliency_r1.models import CHECKPOINTS, pretrained_tiny
-from saliency_r1.saliency import explain
+from saliency_r1.models import prepare_inputs
+from saliency_r1.saliency import (_as_padded, adapter_for, explain, explain_batch, record_saliency, teacher_forced_inputs,
+                                  tokenize_completions)
 
 METHODS = ("chain", "cot", "direct", "top_token")
 TINY = CHECKPOINTS / "tiny-qwen2_5_vl"
@@ -33,15 +36,42 @@ def maps_of(model, world, method):
     return explain(model, processor, images, questions, completion=completions, method=method)
 
 
+def recorded(model, world):
+    "One teacher-forced recording of `model` on the world's completions, as `explain` makes it, and the completion ids."
+    _, processor, images, questions, completions = world
+    inputs = prepare_inputs(processor, images, questions)
+    ids, mask = _as_padded(tokenize_completions(processor, completions), processor.tokenizer.pad_token_id)
+    with torch.no_grad(), record_saliency(model, prompt_length=inputs["input_ids"].shape[1]) as rec:
+        model(**teacher_forced_inputs(inputs, ids, mask), use_cache=False)
+    return rec, ids
+
+
+def rel(a, b) -> float: return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def weights_diff(model, reference, world) -> float:
+    """The weights read alone: the maps of one recording of `model`, read through `model`'s weights and through
+    `reference`'s (same activations), largest difference relative to the peak over methods and examples."""
+    rec, ids = recorded(model, world)
+    other = copy.copy(rec)
+    other.adapter = adapter_for(reference)
+    worst = 0.0
+    for method in METHODS:
+        for a, b in zip(explain_batch(rec, ids, world[1], method), explain_batch(other, ids, world[1], method)):
+            assert a.valid and b.valid
+            worst = max(worst, rel(a.answer_map, b.answer_map), rel(a.think_flow, b.think_flow) if method == "chain" else 0.0)
+    return worst
+
+
 def max_rel_diff(model, reference, world) -> float:
-    "Largest |map − reference map| over the methods and examples, relative to each reference map's peak."
+    """End to end, forward included: the maps `explain` gives for `model` and for `reference`. Two forwards that add the
+    same terms in another order (a LoRA branch beside its base layer, a merged weight) differ by float32 rounding,
+    which the maps show at up to about 4e-5 of their peak on two threads: compared at 1e-4, as generate and forward are."""
     worst = 0.0
     for method in METHODS:
         for a, b in zip(maps_of(model, world, method), maps_of(reference, world, method)):
             assert a.valid and b.valid
-            peak = max(float(np.abs(b.answer_map).max()), 1e-30)
-            worst = max(worst, float(np.abs(a.answer_map - b.answer_map).max()) / peak)
-            if method == "chain": worst = max(worst, float(np.abs(a.think_flow - b.think_flow).max() / np.abs(b.think_flow).max()))
+            worst = max(worst, rel(a.answer_map, b.answer_map), rel(a.think_flow, b.think_flow) if method == "chain" else 0.0)
     return worst
 
 
@@ -64,7 +94,7 @@ def test_adapters_explain_like_their_merged_model(world, config):
     "Unmerged LoRA and DoRA (trained magnitudes) give the merged model's maps; the adapter really changes them."
     pm = with_lora(world[0], **config)
     merged = copy.deepcopy(pm).merge_and_unload()
-    assert max_rel_diff(pm, merged, world) <= 1e-5
+    assert weights_diff(pm, merged, world) <= 1e-5 and max_rel_diff(pm, merged, world) <= 1e-4
     assert max_rel_diff(pm, world[0], world) > 1e-2  # not a vacuous comparison
 
 
@@ -75,8 +105,8 @@ def test_two_adapters_and_disabled(world):
     randomize(pm, 1)
     pm.base_model.set_adapter(["default", "second"])
     merged = copy.deepcopy(pm).merge_and_unload()
-    assert max_rel_diff(pm, merged, world) <= 1e-5
-    with pm.disable_adapter(): assert max_rel_diff(pm, world[0], world) <= 1e-5
+    assert weights_diff(pm, merged, world) <= 1e-5 and max_rel_diff(pm, merged, world) <= 1e-4
+    with pm.disable_adapter(): assert weights_diff(pm, world[0], world) <= 1e-5 and max_rel_diff(pm, world[0], world) <= 1e-4
 
 
 def quantized(**bnb):
@@ -92,7 +122,7 @@ def test_quantized_base_explains_like_its_dequantized_twin(world, bits, toleranc
     bnb = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32) if bits == 4 else dict(load_in_8bit=True)
     q, twin = quantized(**bnb), quantized(**bnb).dequantize()
     assert type(q.model.language_model.layers[0].self_attn.o_proj.weight).__name__ in ("Params4bit", "Int8Params")
-    assert max_rel_diff(q, twin.float(), world) <= tolerance
+    assert weights_diff(q, twin.float(), world) <= 1e-5 and max_rel_diff(q, twin.float(), world) <= tolerance
 
 
 def test_qlora_explains_like_its_dequantized_twin_with_the_adapter(world):
@@ -102,13 +132,14 @@ def test_qlora_explains_like_its_dequantized_twin_with_the_adapter(world):
     randomize(qlora, 2)
     twin = get_peft_model(quantized(**bnb).dequantize().float(), LoraConfig(r=4, lora_alpha=8, target_modules=["v_proj", "o_proj"])).eval()
     twin.load_state_dict({k: v for k, v in qlora.state_dict().items() if "lora_" in k}, strict=False)
-    assert max_rel_diff(qlora, twin.merge_and_unload(), world) <= 1e-5
+    merged = twin.merge_and_unload()
+    assert weights_diff(qlora, merged, world) <= 1e-5 and max_rel_diff(qlora, merged, world) <= 1e-4
 
 
 def test_compiled_model_explains_like_the_plain_one(world):
     "`torch.compile(model)` (dynamo's eager backend: the same graph capture, no C++ build) gives the plain model's maps."
     compiled = torch.compile(copy.deepcopy(world[0]), backend="eager")
-    assert max_rel_diff(compiled, world[0], world) <= 1e-5
+    assert weights_diff(compiled, world[0], world) <= 1e-5 and max_rel_diff(compiled, world[0], world) <= 1e-4
 
 
 def test_other_adapters_are_refused_by_name(world):
