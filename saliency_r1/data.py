@@ -491,7 +491,7 @@ def load_image(value, # a PIL image, a path (str or Path), bytes, a {'bytes', 'p
     except Exception as e: raise ValueError(f"unreadable image {where}: {type(e).__name__}: {e}") from None
 
 # %% ../nbs/00_data.ipynb #68edebe2
-def to_rgb(image, # anything `load_image` reads
+def to_rgb(image, # anything load_image reads
            max_pixels: int | None = DEFAULT_MAX_PIXELS, # downscale (keeping the aspect ratio) to at most this many pixels
            max_aspect_ratio: float | None = MAX_ASPECT_RATIO, # refuse longer images; None: no limit
           ) -> Image.Image:

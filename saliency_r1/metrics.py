@@ -87,7 +87,7 @@ def _elementary(coords: np.ndarray, cells: int, lo: int, hi: int):
 
 COVERAGE_BUDGET = 2**24  # elements of the (rows, y intervals, x intervals) arrays `_coverage` builds at once (a few hundred MB)
 
-def _coverage(coords: np.ndarray, # (n, max_boxes, 4) boxes of each row, padded with empty boxes (`_box_array`)
+def _coverage(coords: np.ndarray, # (n, max_boxes, 4) boxes of each row, padded with empty boxes (by _box_array)
               gh: int, gw: int) -> np.ndarray:
     "Exact fraction of each cell inside the union of each row's boxes, shape `(n, gh, gw)`, in chunks of rows under `COVERAGE_BUDGET`."
     n, b = coords.shape[:2]
@@ -106,21 +106,21 @@ def _coverage(coords: np.ndarray, # (n, max_boxes, 4) boxes of each row, padded 
     cover = np.bincount(flat.ravel(), weights=area.ravel(), minlength=n * gh * gw).reshape(n, gh, gw)
     return np.clip(cover * gh * gw, 0.0, 1.0)
 
-def cell_coverage_batch(boxes_per_map: list, # one entry per map: its boxes in any form `parse_boxes` reads
+def cell_coverage_batch(boxes_per_map: list, # one entry per map: its boxes in any form parse_boxes reads
                         grid: tuple[int, int], # (gh, gw) of every map
                        ) -> np.ndarray:
     "Exact fraction of each cell inside the union of each row's boxes, shape `(n, gh, gw)`."
     gh, gw = _grid(grid)
     return _coverage(_box_array(boxes_per_map)[0], gh, gw)
 
-def cell_coverage(boxes, # one box or several, in any form `parse_boxes` reads
+def cell_coverage(boxes, # one box or several, in any form parse_boxes reads
                   grid: tuple[int, int]) -> np.ndarray:
     "Exact fraction of each of the `grid` cells inside the union of `boxes`."
     return cell_coverage_batch([boxes], grid)[0]
 
 # %% ../nbs/02_metrics.ipynb #29472ef6
 def energy_pointing_game_batch(saliency_maps, # n non-negative maps (an (n, gh, gw) array or a list of (gh, gw) maps)
-                               boxes: list, # n entries, each one row's boxes in any form `parse_boxes` reads
+                               boxes: list, # n entries, each one row's boxes in any form parse_boxes reads
                               ) -> np.ndarray:
     "Energy pointing game of each map against its row's boxes; NaN where a row has no boxes."
     maps = [as_map(m, f"saliency_maps[{i}]") for i, m in enumerate(_rows(saliency_maps, "saliency_maps"))]
@@ -225,7 +225,7 @@ class MapScores:
         return Counter(r for r in self.reasons if r in MAP_FLAGS)
 
 def score_maps(saliency_maps, # n maps, each anything (None, arrays, tensors, junk)
-               boxes: list, # n entries, each one row's boxes in any form `parse_boxes` reads
+               boxes: list, # n entries, each one row's boxes in any form parse_boxes reads
               ) -> MapScores:
     "Energy pointing game and pointing game of each map that can be scored; NaN and a reason for the others. Never raises on a map."
     maps, (coords, real) = _rows(saliency_maps, "saliency_maps"), _box_array(boxes)  # each row's boxes parsed once

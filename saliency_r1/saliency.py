@@ -622,7 +622,7 @@ def _recorded_maps(row: _Row, c: _Completion, method: str, chain_coverage: float
     return dict(answer_map=_numpy(maps.answer, row.grid), think_flow=_numpy(maps.think_flow),
                 think_maps=_numpy(maps.think_maps, None if maps.think_maps is None else (-1, *row.grid)))
 
-def explain_batch(rec: SaliencyRecording,  # what `record_saliency` kept of the batch
+def explain_batch(rec: SaliencyRecording,  # what record_saliency kept of the batch
                   completion_ids,          # (B, N) tensor (generated ids after the prompt) or list of id sequences
                   processor,               # the processor (or tokenizer) of the model
                   method: str = "chain",   # one of METHODS; "gradient" needs a backward pass
@@ -697,7 +697,7 @@ def check_generation_options(model, **generate_kwargs):
 
 def explain(model,                       # a supported VLM
             processor,                   # its processor
-            image,                       # one image (PIL, path, array, bytes: anything `load_image` reads), or a list for a batch
+            image,                       # one image (PIL, path, array, bytes: anything load_image reads), or a list for a batch
             question,                    # the question (a list for a batch)
             *, completion=None,          # completion text(s) to teacher-force; None: generate
             method: str = "chain",       # one of METHODS; "gradient" needs a backward pass
