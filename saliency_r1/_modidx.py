@@ -496,4 +496,5 @@ d = { 'settings': { 'branch': 'main',
                                      'saliency_r1.weights.gathered': ('weights.html#gathered', 'saliency_r1/weights.py'),
                                      'saliency_r1.weights.layer_weight': ('weights.html#layer_weight', 'saliency_r1/weights.py'),
                                      'saliency_r1.weights.lora_weight': ('weights.html#lora_weight', 'saliency_r1/weights.py'),
+                                     'saliency_r1.weights.sharding': ('weights.html#sharding', 'saliency_r1/weights.py'),
                                      'saliency_r1.weights.unwrap_model': ('weights.html#unwrap_model', 'saliency_r1/weights.py')}}}

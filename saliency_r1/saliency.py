@@ -18,7 +18,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .data import SYSTEM_PROMPT, Box, to_rgb
 from .models import prepare_inputs
-from .weights import unwrap_model, dense_weight
+from .weights import unwrap_model, dense_weight, sharding
 from torch.distributed.fsdp import FullyShardedDataParallel
 from .attribution import (head_readout, value_logits, direct_contribution, cot_bottleneck, think_flow,
                                      saliency_map, chain_weights, token_chain, chain_support, attention_rows, rollout_step,
@@ -521,6 +521,9 @@ def teacher_forced_inputs(prompt: dict,                # prompt inputs of a batc
 def _gradient_maps(rec: SaliencyRecording, completion_ids: torch.Tensor, mask: torch.Tensor, answers: list) -> list:
     "Gradient × input maps of the rows with an answer span (None for the others), from one forward and one backward of the batch."
     if all(a is None for a in answers): return answers
+    if (shards := sharding(rec.adapter.wrapped)) is not None:
+        raise NotImplementedError(f"method 'gradient' re-runs a forward and a backward outside the trainer, which is not "
+                                  f"supported under {shards}: use a recorded method ({', '.join(RECORDED_METHODS)})")
     hf, P = rec.adapter.model, rec.prompt_length
     inputs = teacher_forced_inputs(rec.prompt | _row_images(rec), completion_ids, mask)
     leaf = {}

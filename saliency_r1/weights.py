@@ -8,13 +8,14 @@ import contextlib
 from typing import Iterator
 
 import torch
-from torch.distributed.fsdp import FullyShardedDataParallel
+from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
 from torch.distributed.tensor import DTensor
 from peft.tuners.lora import LoraLayer
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 # %% auto #0
-__all__ = ['BNB_PARAMS', 'unwrap_model', 'fsdp1_unit', 'gathered', 'full', 'layer_weight', 'lora_weight', 'dense_weight']
+__all__ = ['BNB_PARAMS', 'unwrap_model', 'fsdp1_unit', 'gathered', 'full', 'sharding', 'layer_weight', 'lora_weight',
+           'dense_weight']
 
 # %% ../nbs/04b_weights.ipynb #8195a79c
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -49,6 +50,14 @@ def gathered(module: torch.nn.Module, root: torch.nn.Module | None = None) -> It
 def full(p: torch.Tensor) -> torch.Tensor:
     "A parameter as one plain tensor: an FSDP2 `DTensor` all-gathered, anything else as it is (call inside `gathered`)."
     return p.full_tensor() if isinstance(p, DTensor) else p
+
+# %% ../nbs/04b_weights.ipynb #70127264
+def sharding(model: torch.nn.Module) -> str | None:
+    "How `model`'s parameters are sharded: 'DeepSpeed ZeRO-3', 'FSDP2', 'FSDP1', or None (whole in this process)."
+    if any(isinstance(m, FullyShardedDataParallel) for m in model.modules()): return "FSDP1"
+    if any(isinstance(m, FSDPModule) for m in model.modules()): return "FSDP2"  # (the root's own weights are whole after a forward)
+    p = next(model.parameters(), None)
+    return "DeepSpeed ZeRO-3" if p is not None and hasattr(p, "ds_id") else None  # every parameter carries its ds_id
 
 # %% ../nbs/04b_weights.ipynb #741deeb1
 BNB_PARAMS = ("Params4bit", "Int8Params")  # bitsandbytes' 4-bit and 8-bit weight classes

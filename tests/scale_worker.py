@@ -93,7 +93,11 @@ def run(out: str, setting: str, rank: int, world: int):
             from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
             kw["generate_context"] = functools.partial(FSDP.summon_full_params, model, recurse=False, writeback=False)
         result[variant] = maps(model, processor, rank, **kw)
-        if variant == "base": result["one_rank_invalid"] = maps(model, processor, rank, invalid=rank == 1, **kw)
+        if variant == "base":
+            result["one_rank_invalid"] = maps(model, processor, rank, invalid=rank == 1, **kw)
+            images, questions, completions = rank_rows(rank, False)
+            try: explain(model, processor, images, questions, completion=completions, method="gradient")
+            except NotImplementedError as e: result["gradient"] = str(e)  # refused on every rank, before any collective
     Path(out, f"{setting}-rank{rank}.json").write_text(json.dumps(result))
 
 def main(out: str, *settings: str):

@@ -77,7 +77,8 @@ def compare(got: list, want: list, where: str, rtol: float = RTOL) -> float:
 def test_sharded_maps_equal_plain(sharded, setting, reference):
     """ZeRO-3 (`deepspeed.initialize`, stage 3), FSDP2 (`fully_shard` on each decoder layer and vision block, then the root)
     and FSDP1 (`FullyShardedDataParallel`, transformer auto-wrap on the same classes): the maps of each rank's examples
-    equal the plain model's, with and without a LoRA adapter; a rank with no valid completion neither hangs nor breaks its peer."""
+    equal the plain model's, with and without a LoRA adapter; a rank with no valid completion neither hangs nor breaks its
+    peer; the gradient baseline (a forward and backward outside the trainer) is refused in one line naming the setting."""
     ranks = [json.loads((sharded / f"{setting}-rank{r}.json").read_text()) for r in (0, 1)]
     base, lora = (np.array([e["map"] for e in reference(v, 0)["forced/chain"]]) for v in ("base", "lora"))
     assert np.abs(lora - base).max() > 1e-2 * np.abs(base).max()  # the adapter changes the maps: they must read it
@@ -90,6 +91,8 @@ def test_sharded_maps_equal_plain(sharded, setting, reference):
             for key in want:
                 assert all(e["valid"] != invalid for e in want[key]), f"{case} {key} rank {r}: the reference is not the intended case"
                 worst[key] = max(worst.get(key, 0.0), compare(got[case][key], want[key], f"{setting} {case} {key} rank {r}"))
+        names = {"zero3": "DeepSpeed ZeRO-3", "fsdp2": "FSDP2", "fsdp1": "FSDP1"}
+        assert f"not supported under {names[setting]}" in got.get("gradient", ""), "the gradient baseline must be refused by name"
     print(f"{setting}: largest map difference / peak", json.dumps(worst))
 
 GRPO_WORKER = Path(__file__).parent / "grpo_scale_worker.py"
