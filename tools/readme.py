@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 INDEX = ROOT / "nbs" / "index.ipynb"
 RESULTS = ROOT / "bench" / "results"
 FIGURE = Path("nbs/images/landing.png")  # relative to ROOT: the README links it from there
+BLOB = "https://github.com/saliency-r1/saliency_r1/blob/main/"  # settings.ini's git_url: results files link there (the site does not publish them)
 _BLOCK = re.compile(r"(<!-- results: ([\w-]+) -->\n)(.*?\n)?(<!-- /results -->)", re.S)
 
 
@@ -51,7 +52,7 @@ def map_quality() -> str:
         rows.append("| " + " | ".join(cells) + " |")
     acc = _pair(d["reports"]["sft"]["summary"]["accuracy"], d["reports"]["wander"]["summary"]["accuracy"])
     return (f"`{d['command']}` ({d['minutes']['total']} min on {d['settings']['threads']} CPU thread; "
-            f"[`bench/results/map_quality.json`](bench/results/map_quality.json)): {d['settings']['n']} held-out questions "
+            f"[`bench/results/map_quality.json`]({BLOB}bench/results/map_quality.json)): {d['settings']['n']} held-out questions "
             f"(seed {d['settings']['seed']}), deletion on the first {d['settings']['deletion']}; accuracy {acc}. Each cell: "
             "the shipped model / its \"wander\" variant.\n\n" + "\n".join(rows))
 
@@ -86,7 +87,7 @@ def grpo_signal() -> str:
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return (f"`{d['command']}` ({st['steps']} steps from the \"wander\" cold start, seeds {', '.join(map(str, st['seeds']))}, "
             f"{st['minutes_per_run'][0]}-{st['minutes_per_run'][1]} min per run on one CPU thread; {st['held_out']} held-out "
-            f"questions; mean ± sd over seeds; [`bench/results/grpo_signal.json`](bench/results/grpo_signal.json)):\n\n"
+            f"questions; mean ± sd over seeds; [`bench/results/grpo_signal.json`]({BLOB}bench/results/grpo_signal.json)):\n\n"
             + "\n".join(rows))
 
 
