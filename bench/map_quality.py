@@ -22,7 +22,7 @@ uniform map (1.76x / 1.68x), pointing game 0.60 / 0.57, deletion AUC 0.089 ± 0.
 ranking (5.7 / 5.6 SE); cot 0.146 / 0.170, direct 0.149 / 0.125; count, exists and relation questions at or near the
 uniform map. Insertion barely moves for any method (within ± 0.004 of random).
 """
-import argparse, json, platform, sys, time
+import os, argparse, json, platform, sys, time
 from importlib.metadata import version
 from pathlib import Path
 
@@ -110,7 +110,7 @@ def main():
                                         f"({'met' if v['deletion_target_met'] else 'NOT met'}, target 3)" for k, v in tg.items()))
     print(f"\ntotal {total} minutes on {a.threads} thread(s) ({minutes})")
     out = Path(a.out); out.parent.mkdir(parents=True, exist_ok=True)
-    result = dict(command=" ".join(["python"] + sys.argv), settings=vars(a), minutes=dict(minutes, total=total), targets=tg,
+    result = dict(command=" ".join(["python"] + sys.argv), settings=dict(vars(a), out=os.path.relpath(a.out, Path(__file__).resolve().parent.parent)), minutes=dict(minutes, total=total), targets=tg,
                   versions={k: version(k) for k in ("torch", "transformers", "saliency_r1")}, python=platform.python_version(),
                   reports={k: {f: v for f, v in json.loads(r.to_json()).items() if f != "records"} for k, r in reports.items()})
     out.write_text(json.dumps(result, indent=1))

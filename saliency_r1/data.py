@@ -417,7 +417,7 @@ def evidence_pixels_ok(row: dict, min_share: float = 0.4) -> bool:
     return True
 
 # %% ../nbs/00_data.ipynb #61bada09
-DEFAULT_MAX_PIXELS = 1280 * 28 * 28  # Qwen2.5-VL's default image budget
+DEFAULT_MAX_PIXELS = 1280 * 28 * 28  # 1,003,520 px: at most 1280 image tokens on Qwen2/2.5-VL (28x28 px a token); far below the 12,845,056 px Qwen2.5-VL checkpoints ship
 
 def _to_uint8(a: np.ndarray, what: str = "image") -> np.ndarray:
     "Pixel values as uint8, scaled by their declared range, else the smallest standard range holding them, else their own."

@@ -290,7 +290,7 @@ BNB_SKIP_MODULES = ["lm_head", "model.visual"]
 class GRPOScriptArguments:
     "Model, data and LoRA options of a GRPO run (the trainer's options are in `SaliencyGRPOConfig`)."
     model_name_or_path: str | None = field(default=None, metadata={"help": "hub name or folder; default: the shipped tiny model"})
-    tiny_variant: str | None = field(default=None, metadata={"help": "without model_name_or_path: the shipped tiny model's variant "
+    tiny_variant: str | None = field(default=None, metadata={"help": "without --model: the shipped tiny model's variant "
                                                                       "(none: the SFT model; 'wander': tuned on wandering and direct thoughts)"})
     dataset: str = field(default="shapes", metadata={"help": "'shapes' (synthetic world) or a grounded dataset source"})
     dataset_split: str | None = field(default=None, metadata={"help": "split of a hub or multi-split dataset"})
@@ -332,7 +332,8 @@ def run_grpo(config: SaliencyGRPOConfig, script: GRPOScriptArguments) -> Salienc
     if script.model_name_or_path or quantization:  # the shipped tiny model too, when quantized: pretrained_tiny loads it dense
         from .models import CHECKPOINTS
         path = script.model_name_or_path or CHECKPOINTS / "-".join(["tiny", "qwen2_5_vl"] + ([script.tiny_variant] if script.tiny_variant else []))
-        model, processor = load_vlm(path, dtype=dtype, attn_implementation=script.attn_implementation, quantization_config=quantization)
+        model, processor = load_vlm(path, dtype=dtype, attn_implementation=script.attn_implementation, quantization_config=quantization,
+                                     max_pixels=config.max_pixels)
     else: model, processor = pretrained_tiny(dtype=dtype, variant=script.tiny_variant)
     lora = (make_lora_config(model, script.lora_target_modules, script.lora_r, script.lora_alpha, script.lora_dropout)
             if script.use_lora else None)

@@ -364,7 +364,7 @@ class PerturbationCurve:
     def plot(self, ax=None):
         "Both curves on one axis."
         import matplotlib.pyplot as plt
-        ax = ax or plt.subplots(figsize=(4, 3))[1]
+        ax = ax or plt.subplots(figsize=(4, 3), layout="constrained")[1]
         ax.plot(self.fractions, self.probs, "o-", label=f"map (AUC {self.auc:.3g})")
         ax.plot(self.fractions, self.random_probs, "s--", color="grey", label=f"random (AUC {self.random_auc:.3g})")
         ax.set_xlabel(f"fraction of cells {'hidden' if self.mode == 'deletion' else 'revealed'}")

@@ -128,9 +128,7 @@ FIGURES = {
 }
 
 
-# 02_metrics's curve is drawn in notebooks (whose inline backend crops to the drawn extent) but saved as is, its x label
-# below the canvas; the fix is 02's: `plt.subplots(figsize=(4, 3), layout="constrained")` in `PerturbationCurve.plot`
-KNOWN = {"metrics.PerturbationCurve.plot": "x label below the canvas at the default size (02_metrics: constrained layout)"}
+KNOWN = {}  # figure functions that are known to break a rule (strict xfail: fixing one fails until it is removed here)
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN[n], strict=True)) if n in KNOWN else n
