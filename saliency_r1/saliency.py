@@ -665,7 +665,7 @@ def _generate(model, inputs: dict, **kwargs):
     """`model.generate` as a sharded model needs it: bare DeepSpeed ZeRO-3 ranks take every step together until all are
     done (`synced_gpus`; a trainer's engine sets it itself), and an FSDP1 root gathers its own weights (as TRL does)."""
     dist = torch.distributed
-    if dist.is_initialized() and dist.get_world_size() > 1 and any(hasattr(p, "ds_id") for p in model.parameters()):
+    if dist.is_initialized() and dist.get_world_size() > 1 and sharding(model) == "DeepSpeed ZeRO-3":
         kwargs.setdefault("synced_gpus", True)
     fsdp1 = isinstance(model, FullyShardedDataParallel)
     with FullyShardedDataParallel.summon_full_params(model, recurse=False, writeback=False) if fsdp1 else contextlib.nullcontext():

@@ -29,8 +29,8 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
 
 # %% ../nbs/04b_weights.ipynb #464d22a7
 def fsdp1_unit(module: torch.nn.Module, root: torch.nn.Module | None) -> FullyShardedDataParallel | None:
-    "The innermost FSDP1 unit under `root` that holds `module`, or None (no FSDP1 there)."
-    if root is None: return None
+    "The innermost FSDP1 unit under `root` that holds `module`, or None (`root` is not an FSDP1 root: no search)."
+    if not isinstance(root, FullyShardedDataParallel): return None  # plain models: no walk of the module tree per weight read
     units = [u for u in FullyShardedDataParallel.fsdp_modules(root) if any(m is module for m in u.module.modules())]
     return min(units, key=lambda u: sum(1 for _ in u.module.modules()), default=None)
 
