@@ -350,10 +350,19 @@ def _as_range(value, name) -> tuple[int, int]:
     if hi < lo: raise ValueError(f"{name} must be an int or a (min, max) pair with 0 <= min <= max, got {shown(value)}")
     return lo, hi
 
+# %% ../nbs/00_data.ipynb #7cfb3d24
+def _hint(template: str, answer: str, wrong: int = 0) -> str:
+    "The answer a hint names: `answer` itself (`wrong` = 0) or the `wrong`-th other option of the template, cyclically."
+    wrong = check_int(wrong, "wrong_hint", 0)
+    if not wrong: return answer
+    others = [o for o in ANSWER_OPTIONS[template] if o != answer]
+    return others[(wrong - 1) % len(others)]
+
 # %% ../nbs/00_data.ipynb #81ca1494
 def make_shapes_example(rng: np.random.Generator, template: str, image_size=112, grid=(2, 2),
-                        n_distractors=(1, 2), shortcut: bool = False, wander: bool = False) -> dict:
-    "One grounded VQA row of the synthetic world, drawn with `rng`; `wander` prefixes the thinking with the distractors."
+                        n_distractors=(1, 2), shortcut: bool = False, wander: bool = False, wrong_hint: int = 0) -> dict:
+    """One grounded VQA row of the synthetic world, drawn with `rng`; `wander` prefixes the thinking with the distractors;
+    `shortcut` appends a hint that names the answer, or with `wrong_hint` k >= 1 the k-th other answer option (cyclically)."""
     if not isinstance(rng, np.random.Generator): raise TypeError(f"rng must be a numpy Generator (np.random.default_rng(seed)), got {shown(rng)}")
     if template not in _TEMPLATE_FNS: raise ValueError(f"Unknown template {shown(template)}; choose from {TEMPLATES}")
     width, height = _as_size(image_size)
@@ -364,12 +373,14 @@ def make_shapes_example(rng: np.random.Generator, template: str, image_size=112,
     lo, hi = _as_range(n_distractors, "n_distractors")
     objs, evidence, question, thinking, answer = _TEMPLATE_FNS[template](rng, cells, grid, int(rng.integers(lo, hi + 1)))
     image = render_scene(objs, width, height, grid, rng)
-    if shortcut: question = f"{question} (Hint: the answer is {answer}.)"
+    hint = _hint(template, answer, wrong_hint) if shortcut else ""
+    if shortcut: question = f"{question} (Hint: the answer is {hint}.)"
     if wander: thinking = " ".join([f"There is {_a(o['colour'])} {o['shape']} at the {position_name(*o['cell'], grid)}."
                                     for i, o in enumerate(objs) if i not in evidence] + [thinking])
     scene = [dict(o, evidence=i in evidence) for i, o in enumerate(objs)]
     return dict(image=image, problem=question, solution=answer, bbox=[objs[i]["box"] for i in evidence],
-                thinking=thinking, template=template, shortcut=shortcut, wander=wander, scene=json.dumps(scene))
+                thinking=thinking, template=template, shortcut=shortcut, hint=hint, wander=wander,
+                scene=json.dumps(scene))
 
 # %% ../nbs/00_data.ipynb #339dd167
 def _template_p(weights, n: int) -> np.ndarray:
@@ -380,11 +391,15 @@ def _template_p(weights, n: int) -> np.ndarray:
     return np.asarray(w) / sum(w)
 
 def make_shapes_dataset(n: int, seed: int = 0, image_size=112, grid=(2, 2), n_distractors=(1, 2),
-                        templates=TEMPLATES, template_weights=None, shortcut_rate: float = 0.0, wander_rate: float = 0.0):
-    "A `datasets.Dataset` of `n` synthetic grounded VQA rows in the Saliency-R1-8k schema, deterministic by `seed`."
+                        templates=TEMPLATES, template_weights=None, shortcut_rate: float = 0.0, wander_rate: float = 0.0,
+                        cue_reliability: float = 1.0):
+    """A `datasets.Dataset` of `n` synthetic grounded VQA rows in the Saliency-R1-8k schema, deterministic by `seed`.
+    A `shortcut_rate` share of questions carry a hint; each hint names the answer with probability `cue_reliability`,
+    else another answer option (column `hint`: what it names, "" without one)."""
     from datasets import Dataset, Features, Image as HFImage, Sequence, Value
     n, seed = check_int(n, "n"), check_int(seed, "seed", 0)
     shortcut_rate, wander_rate = check_real(shortcut_rate, "shortcut_rate", 0, 1), check_real(wander_rate, "wander_rate", 0, 1)
+    cue_reliability = check_real(cue_reliability, "cue_reliability", 0, 1)
     (w, h), _, _ = _as_size(image_size), as_grid(grid), _as_range(n_distractors, "n_distractors")
     if n * w * h * 3 > MAX_SCENE_BYTES:
         raise ValueError(f"n={n} images of {w}x{h} px are {n * w * h * 3 / 2**30:.3g} GiB of pixels, above the {MAX_SCENE_BYTES / 2**30:g} GiB "
@@ -392,14 +407,17 @@ def make_shapes_dataset(n: int, seed: int = 0, image_size=112, grid=(2, 2), n_di
     templates = [templates] if isinstance(templates, str) else list(templates)
     unknown = [t for t in templates if t not in _TEMPLATE_FNS]
     if not templates or unknown: raise ValueError(f"Unknown template(s) {unknown or 'none given'}; choose from {TEMPLATES}")
-    rng, wander_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])  # wandering has its own draws: scenes stay the same
+    # wandering and wrong hints have their own draws: the scenes of a seed stay the same whatever their rates
+    rng, wander_rng, cue_rng = (np.random.default_rng(s) for s in (seed, [seed, 1], [seed, 2]))
     p = None if template_weights is None else _template_p(template_weights, len(templates))
+    wrong = lambda: 0 if cue_rng.random() < cue_reliability else int(cue_rng.integers(1, 2**16))
     rows = [make_shapes_example(rng, str(rng.choice(templates, p=p)), image_size, grid, n_distractors,
-                                shortcut=bool(rng.random() < shortcut_rate), wander=bool(wander_rng.random() < wander_rate))
-            for _ in range(n)]
+                                shortcut=bool(rng.random() < shortcut_rate), wander=bool(wander_rng.random() < wander_rate),
+                                wrong_hint=wrong()) for _ in range(n)]
     features = Features(image=HFImage(), problem=Value("string"), solution=Value("string"),
                         bbox=Sequence(Sequence(Value("float32"), length=4)), thinking=Value("string"),
-                        template=Value("string"), shortcut=Value("bool"), wander=Value("bool"), scene=Value("string"))
+                        template=Value("string"), shortcut=Value("bool"), hint=Value("string"), wander=Value("bool"),
+                        scene=Value("string"))
     return Dataset.from_list(rows, features=features)
 
 # %% ../nbs/00_data.ipynb #2ed81d8c
