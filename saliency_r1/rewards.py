@@ -6,6 +6,7 @@
 from __future__ import annotations
 import http.client, json, math, os, re, socket, string, threading, time, unicodedata, urllib.error, urllib.parse, urllib.request, warnings
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -20,8 +21,8 @@ from .metrics import MAP_FLAGS, score_maps
 __all__ = ['THINK_OPEN', 'THINK_CLOSE', 'ANSWER_OPEN', 'ANSWER_CLOSE', 'NUMBER_WORDS', 'JUDGE_PROMPT', 'saliency_reward',
            'completion_text', 'split_completion', 'check_convention', 'prompt_opens_think', 'format_reward',
            'normalize_answer', 'numbers_in', 'parse_number', 'final_answer', 'choice_letter', 'match_answer',
-           'answer_text', 'accuracy_reward', 'JudgeError', 'LLMJudge', 'judge_reward', 'SaliencyReward', 'weighted_sum',
-           'group_advantages']
+           'answer_text', 'accuracy_reward', 'JudgeError', 'LLMJudge', 'judge_reward', 'SaliencyReward',
+           'shuffled_boxes', 'beta_moments', 'MatchedRandomReward', 'weighted_sum', 'group_advantages']
 
 # %% ../nbs/03_rewards.ipynb #20107be2
 def _content_text(content) -> str:
@@ -479,6 +480,49 @@ class SaliencyReward:
         return out
 
 saliency_reward = SaliencyReward()
+
+# %% ../nbs/03_rewards.ipynb #8d8ed37e
+def shuffled_boxes(bbox: list, # one list of boxes per row (e.g. a dataset's `bbox` column)
+                   seed: int = 0) -> list:
+    "`bbox` with every row's boxes replaced by another row's (a seeded random derangement; needs >= 2 rows)."
+    n, seed = len(bbox), check_int(seed, "seed", 0)
+    if n < 2: raise ValueError(f"shuffled_boxes needs at least 2 rows to give each row another row's boxes, got {n}")
+    order = np.random.default_rng(seed).permutation(n)  # row order[i] takes the boxes of row order[i + 1], cyclically
+    out = [None] * n
+    for i in range(n): out[order[i]] = bbox[order[(i + 1) % n]]
+    return out
+
+# %% ../nbs/03_rewards.ipynb #3b15c9a6
+def beta_moments(mean: float, sd: float, eps: float = 1e-6) -> tuple[float, float] | None:
+    "Beta(a, b) parameters with this `mean` in (0, 1) and standard deviation `sd`; None when `sd` is 0 (a constant)."
+    mean, sd = check_real(mean, "mean", 0, 1), check_real(sd, "sd", 0)
+    if sd == 0 or mean in (0.0, 1.0): return None
+    k = max(mean * (1 - mean) / sd ** 2 - 1, eps)
+    return mean * k, (1 - mean) * k
+
+# %% ../nbs/03_rewards.ipynb #c7c959a5
+class MatchedRandomReward:
+    "A placebo reward: per completion a seeded Beta draw with the (mean, sd) of the current step in `moments`."
+    def __init__(self, moments: Sequence[tuple[float, float]], # (mean, sd) per training step, from 0
+                 seed: int = 0, name: str = "placebo_reward"):
+        if not len(moments): raise ValueError("MatchedRandomReward needs the (mean, sd) of at least one step")
+        self.params = [beta_moments(m, s) for m, s in moments]
+        self.means = [check_real(m, "mean", 0, 1) for m, _ in moments]
+        self.rng, self.__name__ = np.random.default_rng(check_int(seed, "seed", 0)), name
+
+    @classmethod
+    def from_log(cls, log_history: list[dict], reward: str = "saliency_reward", **kwargs) -> MatchedRandomReward:
+        "The moments of `rewards/<reward>/mean` and `/std` in a log of every step (`logging_steps=1`)."
+        rows = [h for h in log_history if f"rewards/{reward}/mean" in h]
+        if [h.get("step") for h in rows] != list(range(1, len(rows) + 1)):
+            raise ValueError(f"from_log needs `rewards/{reward}/mean` logged at every step from 1 (logging_steps=1); "
+                             f"found it at steps {[h.get('step') for h in rows][:8]}")
+        return cls([(h[f"rewards/{reward}/mean"], h[f"rewards/{reward}/std"]) for h in rows], **kwargs)
+
+    def __call__(self, completions: list, trainer_state=None, **kwargs) -> list[float]:
+        i = min(getattr(trainer_state, "global_step", 0), len(self.params) - 1)
+        p, n = self.params[i], len(completions)
+        return [self.means[i]] * n if p is None else self.rng.beta(*p, size=n).tolist()
 
 # %% ../nbs/03_rewards.ipynb #8e811a8f
 def _reward_value(v, name: str) -> float:
