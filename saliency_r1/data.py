@@ -350,7 +350,7 @@ def _as_range(value, name) -> tuple[int, int]:
     if hi < lo: raise ValueError(f"{name} must be an int or a (min, max) pair with 0 <= min <= max, got {shown(value)}")
     return lo, hi
 
-# %% ../nbs/00_data.ipynb #7cfb3d24
+# %% ../nbs/00_data.ipynb #50319b1d
 def _hint(template: str, answer: str, wrong: int = 0) -> str:
     "The answer a hint names: `answer` itself (`wrong` = 0) or the `wrong`-th other option of the template, cyclically."
     wrong = check_int(wrong, "wrong_hint", 0)

@@ -481,7 +481,7 @@ class SaliencyReward:
 
 saliency_reward = SaliencyReward()
 
-# %% ../nbs/03_rewards.ipynb #8d8ed37e
+# %% ../nbs/03_rewards.ipynb #4b59b01e
 def shuffled_boxes(bbox: list, # one list of boxes per row (e.g. a dataset's `bbox` column)
                    seed: int = 0) -> list:
     "`bbox` with every row's boxes replaced by another row's (a seeded random derangement; needs >= 2 rows)."
@@ -492,7 +492,7 @@ def shuffled_boxes(bbox: list, # one list of boxes per row (e.g. a dataset's `bb
     for i in range(n): out[order[i]] = bbox[order[(i + 1) % n]]
     return out
 
-# %% ../nbs/03_rewards.ipynb #3b15c9a6
+# %% ../nbs/03_rewards.ipynb #69d19a29
 def beta_moments(mean: float, sd: float, eps: float = 1e-6) -> tuple[float, float] | None:
     "Beta(a, b) parameters with this `mean` in (0, 1) and standard deviation `sd`; None when `sd` is 0 (a constant)."
     mean, sd = check_real(mean, "mean", 0, 1), check_real(sd, "sd", 0)
@@ -500,7 +500,7 @@ def beta_moments(mean: float, sd: float, eps: float = 1e-6) -> tuple[float, floa
     k = max(mean * (1 - mean) / sd ** 2 - 1, eps)
     return mean * k, (1 - mean) * k
 
-# %% ../nbs/03_rewards.ipynb #c7c959a5
+# %% ../nbs/03_rewards.ipynb #05c377fd
 class MatchedRandomReward:
     "A placebo reward: per completion a seeded Beta draw with the (mean, sd) of the current step in `moments`."
     def __init__(self, moments: Sequence[tuple[float, float]], # (mean, sd) per training step, from 0
