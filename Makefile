@@ -3,7 +3,8 @@
 # CPU machines get the CPU torch build; GPU users override it, e.g. `make test TORCH="torch==2.13.0 --index-url <cuda index>"`
 # or `make demo TORCH=torch` to take the registry's default (CUDA) build.
 # Also: `make docs` (a local HTML preview of the docs site in _docs/preview/), `make notebooks` (JupyterLab on
-# 127.0.0.1, notebooks in nbs/), `make outputs` (execute the notebooks and save their outputs), `make dist` (sdist + wheel).
+# 127.0.0.1, notebooks in nbs/), `make outputs` (execute the notebooks and save their outputs), `make dist` (sdist + wheel),
+# `make results` (rerun the stale benchmarks behind the README's tables, below).
 # Every target runs the tools of .venv, with .venv/bin first on PATH: nothing installs into another Python.
 PYTHON ?= python3
 VENV ?= .venv
@@ -56,3 +57,10 @@ clean:
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz OMP_NUM_THREADS=1 $(RUN) -m pytest -q -x tests/test_inputs_props.py tests/test_metrics_props.py \
 		tests/test_conventions.py::test_answer_forms_match_each_other
+
+# `make results`: rerun the benchmarks behind the README's tables whose measured code changed since their results file in
+# bench/results was made, then regenerate README.md from them (tools/readme.py). `python tools/results.py` lists every
+# results file, its command and what changed since; `python tools/results.py --run NAME` reruns one of them if stale.
+.PHONY: results
+results: $(STAMP)
+	OMP_NUM_THREADS=1 $(RUN) tools/results.py --run

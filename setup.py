@@ -21,6 +21,7 @@ py_versions = cfg['ci_pythons'].split()  # classifiers claim only the Pythons CI
 requirements = shlex.split(cfg.get('requirements', ''))
 if cfg.get('pip_requirements'): requirements += shlex.split(cfg.get('pip_requirements', ''))
 min_python = cfg['min_python']
+assert min_python == min(py_versions, key=parse_version), f"settings.ini: min_python {min_python} must be the lowest of ci_pythons {py_versions}"
 license_expression = licenses.get(cfg['license'].lower(), cfg['license'])
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 notebooks_requirements = shlex.split(cfg.get('notebooks_requirements', ''))  # `make notebooks`: JupyterLab in .venv

@@ -10,7 +10,8 @@ the code that made it (the docs site shows the cell's output itself).
 
 A results block is a stretch of a markdown cell between `<!-- results: NAME -->` and `<!-- /results -->` (HTML
 comments: invisible on GitHub and on the site). `RENDERERS[NAME]` writes it from the results file it names under
-bench/results, so every number in those blocks comes from a file a bench script wrote: rerun the bench, then this.
+bench/results (`FILES[NAME]`), so every number in those blocks comes from a file a bench script wrote. `make results`
+(tools/results.py) reruns the benches whose measured code changed since their file was made, then this.
 """
 import base64, json, re, sys
 from pathlib import Path
@@ -86,12 +87,14 @@ def grpo_signal() -> str:
             cells.append(f"**{txt}**" if name == "saliency reward" and k != "accuracy" and k != "wander_share" else txt)
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return (f"`{d['command']}` ({st['steps']} steps from the \"wander\" cold start, seeds {', '.join(map(str, st['seeds']))}, "
-            f"{st['minutes_per_run'][0]}-{st['minutes_per_run'][1]} min per run on one CPU thread; {st['held_out']} held-out "
+            f"{st['minutes_per_run'][0]}-{st['minutes_per_run'][1]} min per run on "
+            f"{'one CPU thread' if st['threads'] == 1 else str(st['threads']) + ' CPU threads'}; {st['held_out']} held-out "
             f"questions; mean ± sd over seeds; [`bench/results/grpo_signal.json`]({BLOB}bench/results/grpo_signal.json)):\n\n"
             + "\n".join(rows))
 
 
 RENDERERS = {"map_quality": map_quality, "map_quality_headline": map_quality_headline, "grpo_signal": grpo_signal}
+FILES = {"map_quality": "map_quality", "map_quality_headline": "map_quality", "grpo_signal": "grpo_signal"}  # block -> the results file it reads
 
 
 def refresh(text: str) -> str:
