@@ -29,7 +29,8 @@ from saliency_overhead import build, forcing, naive_maps, scripted_completions  
 from saliency_r1.data import make_shapes_dataset
 from saliency_r1.metrics import energy_pointing_game
 from saliency_r1.models import pretrained_tiny, prepare_inputs
-from saliency_r1.saliency import adapter_for, explain_batch, record_saliency, teacher_forced_inputs
+from saliency_r1.adapters import adapter_for
+from saliency_r1.saliency import explain_batch, record_saliency, teacher_forced_inputs
 
 METHODS = ("chain", "cot", "direct", "top_token")
 RESULTS = Path(__file__).parent / "results"

@@ -29,7 +29,8 @@ from saliency_r1.data import make_shapes_dataset
 from saliency_r1.models import tiny_vlm, tiny_processor, prepare_inputs
 from saliency_r1.attribution import (chain_weights, cot_bottleneck, direct_contribution, head_readout, saliency_map,
                                      token_chain, value_logits)
-from saliency_r1.saliency import adapter_for, explain_batch, find_spans, record_saliency, teacher_forced_inputs
+from saliency_r1.adapters import adapter_for
+from saliency_r1.saliency import explain_batch, find_spans, record_saliency, teacher_forced_inputs
 
 SIZES = {  # text stack (and vision tower) of the benchmarked model
     "bench": dict(hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=2, intermediate_size=2048, initializer_range=0.02),

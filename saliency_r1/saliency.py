@@ -18,75 +18,18 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .data import SYSTEM_PROMPT, Box, to_rgb
 from .models import prepare_inputs
-from .weights import unwrap_model, dense_weight, sharding
+from .weights import sharding
+from .adapters import VLMAdapter, adapter_for
 from torch.distributed.fsdp import FullyShardedDataParallel
 from .attribution import (head_readout, value_logits, direct_contribution, cot_bottleneck, think_flow,
                                      saliency_map, chain_weights, token_chain, chain_support, attention_rows, rollout_step,
                                      gradient_x_input)
 
 # %% auto #0
-__all__ = ['ADAPTERS', 'SALIENCY_ATTENTION', 'RECORDING_ATTR', 'CHAIN_BLOCK_BYTES', 'RECORDED_METHODS', 'METHODS',
-           'QwenVLAdapter', 'Qwen3VLAdapter', 'adapter_for', 'recording_sdpa', 'SaliencyRecording', 'record_saliency',
-           'find_spans', 'Explanation', 'HeadReadouts', 'teacher_forced_inputs', 'token_texts', 'prompt_prefills_think',
-           'explain_batch', 'tokenize_completions', 'check_generation_options', 'explain']
-
-# %% ../nbs/05_saliency.ipynb #5226b5af
-class QwenVLAdapter:
-    "Where a Qwen2-VL / Qwen2.5-VL model keeps what the saliency maps need."
-    def __init__(self, model):
-        self.wrapped, self.model = model, unwrap_model(model)
-        self.text = self.model.model.language_model
-        cfg = self.model.config
-        self.n_layers = len(self.text.layers)
-        self.n_heads, self.n_kv_heads = cfg.text_config.num_attention_heads, cfg.text_config.num_key_value_heads
-        self.image_token_id, self.merge = cfg.image_token_id, cfg.vision_config.spatial_merge_size
-        sliding = [l for l, m in enumerate(self.attention_modules) if getattr(m, "sliding_window", None)]
-        if sliding: raise ValueError(f"Layers {sliding} use sliding-window attention, which the saliency maps do not "
-                                     f"model; load the model with use_sliding_window=False")
-
-    @property
-    def vision(self) -> torch.nn.Module: return self.model.model.visual
-    @property
-    def attention_modules(self) -> list[torch.nn.Module]:
-        "The decoder layers' attention modules, listed once (the maps ask for them per layer and example)."
-        if "_attention" not in self.__dict__: self._attention = [layer.self_attn for layer in self.text.layers]
-        return self._attention
-    @property
-    def final_norm(self) -> torch.nn.Module: return self.text.norm
-    @property
-    def norm_eps(self) -> float: return self.text.norm.variance_epsilon
-    def gamma(self) -> torch.Tensor:
-        "γ of the final norm, float32 (d_model,)."
-        return dense_weight(self.final_norm, root=self.wrapped)
-    def o_weight(self, layer: int) -> torch.Tensor:
-        "W_O of `layer` as `o_proj` applies it, float32 (d_model, H·d_head)."
-        return dense_weight(self.attention_modules[layer].o_proj, root=self.wrapped)
-    def unembedding(self, ids: torch.Tensor) -> torch.Tensor:
-        "Unembedding rows u_y of token `ids`, float32 (len(ids), d_model)."
-        return dense_weight(self.model.lm_head, rows=ids, root=self.wrapped)
-    def scaling(self, layer: int) -> float: return self.attention_modules[layer].scaling
-    def image_mask(self, input_ids: torch.Tensor) -> torch.Tensor: return input_ids == self.image_token_id
-
-    def grid(self, grid_thw) -> tuple[int, int]:
-        "(gh, gw) of one image's merged tokens, laid out row-major."
-        t, h, w = (int(x) for x in grid_thw)
-        if t != 1: raise ValueError(f"grid_thw {t, h, w} has {t} frames: saliency maps are for single images")
-        return h // self.merge, w // self.merge
-
-class Qwen3VLAdapter(QwenVLAdapter):
-    """Qwen3-VL. Caveat: deepstack adds visual features into the residual of the first layers at the image positions,
-    so later layers' values there carry them; the first-order map credits them to those positions without
-    attributing the deepstack route separately (nor does the gradient map, which differentiates the input embeddings)."""
-
-ADAPTERS = {"qwen2_vl": QwenVLAdapter, "qwen2_5_vl": QwenVLAdapter, "qwen3_vl": Qwen3VLAdapter}
-
-def adapter_for(model) -> QwenVLAdapter:
-    "The saliency adapter of `model`'s family (see `ADAPTERS`)."
-    model_type = unwrap_model(model).config.model_type
-    if model_type not in ADAPTERS:
-        raise ValueError(f"No saliency adapter for model_type {model_type!r}: write one like QwenVLAdapter and add it to "
-                         f"saliency_r1.saliency.ADAPTERS (known: {sorted(ADAPTERS)})")
-    return ADAPTERS[model_type](model)
+__all__ = ['SALIENCY_ATTENTION', 'RECORDING_ATTR', 'CHAIN_BLOCK_BYTES', 'RECORDED_METHODS', 'METHODS', 'recording_sdpa',
+           'SaliencyRecording', 'record_saliency', 'find_spans', 'Explanation', 'HeadReadouts', 'teacher_forced_inputs',
+           'token_texts', 'prompt_prefills_think', 'explain_batch', 'tokenize_completions', 'check_generation_options',
+           'explain']
 
 # %% ../nbs/05_saliency.ipynb #a48b749c
 SALIENCY_ATTENTION = "saliency_sdpa"
@@ -106,7 +49,7 @@ AttentionMaskInterface.register(SALIENCY_ATTENTION, sdpa_mask)
 # %% ../nbs/05_saliency.ipynb #a92a5918
 class SaliencyRecording:
     "What `record_saliency` kept of one batch: query rows per layer, the KV cache (or a forward's keys and values), 1/rms of the final-norm input, the prompt."
-    def __init__(self, adapter: QwenVLAdapter, prompt_length: int | None = None, rollout: bool = False):
+    def __init__(self, adapter: VLMAdapter, prompt_length: int | None = None, rollout: bool = False):
         self.adapter, self.prompt_length, self.rollout = adapter, prompt_length, rollout
         self._keys, self._values, self.cache = [None] * adapter.n_layers, [None] * adapter.n_layers, None
         self._queries, self._inv_rms = [[] for _ in range(adapter.n_layers)], []
@@ -296,7 +239,7 @@ class Explanation:
 class HeadReadouts:
     """w[l] = W_O[l]ᵀ(γ ⊙ u_y) of each distinct token id y of a batch, every layer, float32 (H, V, d_head): all the maps
     read of the weights (Saliency-R1 section 3), read once per batch through `dense_weight`, one layer at a time."""
-    def __init__(self, adapter: QwenVLAdapter, ids: torch.Tensor):
+    def __init__(self, adapter: VLMAdapter, ids: torch.Tensor):
         self.ids = ids.unique()  # ascending
         gamma, u = adapter.gamma(), adapter.unembedding(self.ids)
         self.w = [head_readout(adapter.o_weight(l), gamma, u, adapter.n_heads) for l in range(adapter.n_layers)]

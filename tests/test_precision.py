@@ -9,7 +9,8 @@ import torch
 
 from saliency_r1.data import make_shapes_dataset
 from saliency_r1.models import pretrained_tiny, prepare_inputs
-from saliency_r1.saliency import adapter_for, explain, explain_batch, record_saliency, teacher_forced_inputs
+from saliency_r1.adapters import adapter_for
+from saliency_r1.saliency import explain, explain_batch, record_saliency, teacher_forced_inputs
 
 METHODS = ("chain", "cot", "direct", "top_token")
 

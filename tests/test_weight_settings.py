@@ -14,8 +14,8 @@ from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
 from saliency_r1.data import make_shapes_dataset
 from saliency_r1.models import CHECKPOINTS, pretrained_tiny
 from saliency_r1.models import prepare_inputs
-from saliency_r1.saliency import (_as_padded, adapter_for, explain, explain_batch, record_saliency, teacher_forced_inputs,
-                                  tokenize_completions)
+from saliency_r1.adapters import adapter_for
+from saliency_r1.saliency import _as_padded, explain, explain_batch, record_saliency, teacher_forced_inputs, tokenize_completions
 
 METHODS = ("chain", "cot", "direct", "top_token")
 TINY = CHECKPOINTS / "tiny-qwen2_5_vl"
