@@ -37,8 +37,12 @@ from saliency_r1.cli import _number, _count, _count0, _rate, _positive  # the CL
 ROOT = Path(__file__).resolve().parent.parent
 ARMS = {"A": dict(label="cold start", method=None), "B": dict(label="GRPO format+accuracy", method=None),
         "C": dict(label="+ saliency (cot, paper)", method="cot"), "D": dict(label="+ saliency (chain, library)", method="chain"),
-        "E": dict(label="+ saliency (attention)", method="attention"), "F": dict(label="+ saliency (direct)", method="direct")}
-SPLITS = {"heldout": (4242, 4243), "validation": (5151, 5152)}  # (no shortcuts, every question with a shortcut)
+        "E": dict(label="+ saliency (attention)", method="attention"), "F": dict(label="+ saliency (direct)", method="direct"),
+        "S": dict(label="placebo: shuffled boxes", method="chain"), "R": dict(label="placebo: random, D's moments", method=None)}
+SPLITS = {"heldout": (4242, 4243, 4244), "validation": (5151, 5152, 5153)}  # seeds of the (absent, right, conflict) hint sets
+# CPU seconds (one torch thread), measured in the first study: a GRPO step of 4 prompts x 8 generations, what a recorded
+# saliency reward adds to it, one evaluated question (with its grey-image twin), one deletion + insertion curve
+STEP_CPU_S, STEP_SALIENCY_CPU_S, QUESTION_CPU_S, DELETION_CPU_S = 1.0, 0.03, 0.08, 0.3
 MAPS = ("chain", "top_token")                                   # top_token: measured, never rewarded
 CLAIM_METRICS = ("chain_energy_pg", "chain_pg", "top_token_energy_pg", "top_token_pg")
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "numpy", "saliency_r1")
@@ -58,37 +62,54 @@ def pg_chance(boxes, grid) -> float:
     return float(inside.mean())
 
 # ---------------------------------------------------------------------------------------------------------- one run
-def train(arm: str, seed: int, a: dict):
-    "The cold start after `a['steps']` GRPO steps of `arm` (LoRA on q_proj/v_proj), its processor and the training log."
-    import torch
-    from transformers import PrinterCallback, set_seed
+CURVE_KEYS = ("reward", "reward_std", "frac_reward_zero_std", "rewards/accuracy_reward/mean", "rewards/saliency_reward/mean",
+              "rewards/saliency_reward/std", "rewards/placebo_reward/mean", "rewards/placebo_reward/std", "saliency/energy_pg", "kl")
+
+def training_data(arm: str, seed: int, a: dict):
+    "The GRPO questions of (arm, seed): hints on `shortcut_rate` of them, right with `cue_reliability`; S: shuffled boxes."
     from saliency_r1.data import make_shapes_dataset
+    from saliency_r1.rewards import shuffled_boxes
+    data = make_shapes_dataset(a["steps"] * a["prompts"], seed=1000 + seed, shortcut_rate=a["shortcut_rate"],
+                               cue_reliability=a["cue_reliability"])
+    if arm != "S": return data
+    return data.rename_column("bbox", "true_bbox").add_column("bbox", shuffled_boxes(data["bbox"], seed))
+
+def rewards_of(arm: str, seed: int, a: dict, cache: Path):
+    "None (the config's rewards), or for R: format, accuracy and a random reward with D's (same seed) per-step moments."
+    if arm != "R": return None
+    from saliency_r1.rewards import MatchedRandomReward, accuracy_reward, format_reward
+    log = run_dir(cache, "D", seed, a) / "train.json"
+    if not log.exists(): raise FileNotFoundError(f"arm R needs D's training log of seed {seed} ({log}): run arm D first")
+    return [format_reward, accuracy_reward, MatchedRandomReward.from_log(json.loads(log.read_text())["curve"], seed=seed)]
+
+def train(arm: str, seed: int, a: dict, cache: Path):
+    "The cold start after `a['steps']` GRPO steps of `arm` (LoRA on q_proj/v_proj), its processor and the log of every step."
+    from transformers import PrinterCallback, set_seed
     from saliency_r1.grpo import SaliencyGRPOConfig, SaliencyGRPOTrainer
     from saliency_r1.models import pretrained_tiny
     from saliency_r1.sft import make_lora_config
     model, processor = pretrained_tiny(variant="wander")
     if arm == "A": return model, processor, {}
-    method = ARMS[arm]["method"]
+    method, funcs = ARMS[arm]["method"], rewards_of(arm, seed, a, cache)
     cfg = SaliencyGRPOConfig(output_dir=tempfile.mkdtemp(prefix=f"reproduce_{arm}{seed}_"), max_steps=a["steps"],
                              per_device_train_batch_size=8 * a["prompts"], num_generations=8, max_completion_length=64,
                              learning_rate=a["lr"], lr_scheduler_type="constant", beta=a["beta"], temperature=a["temperature"],
-                             logging_steps=10, save_strategy="no", report_to="none", seed=seed, disable_tqdm=True,
+                             logging_steps=1, save_strategy="no", report_to="none", seed=seed, disable_tqdm=True,
                              format_weight=1.0, accuracy_weight=1.0, saliency_weight=a["saliency_weight"] if method else 0.0,
-                             saliency_method=method or "chain", saliency_capture="generate" if method else "off")
-    data = make_shapes_dataset(a["steps"] * a["prompts"], seed=1000 + seed, shortcut_rate=a["shortcut_rate"])
+                             saliency_method=method or "chain", saliency_capture="generate" if method else "off",
+                             reward_weights=[1.0, 1.0, a["saliency_weight"]] if funcs else None)
     set_seed(seed)  # the LoRA init happens before the trainer seeds itself
-    trainer = SaliencyGRPOTrainer(model, cfg, train_dataset=data, processing_class=processor,
-                                  peft_config=make_lora_config(model, ["q_proj", "v_proj"], dropout=0.0))
+    trainer = SaliencyGRPOTrainer(model, cfg, train_dataset=training_data(arm, seed, a), processing_class=processor,
+                                  reward_funcs=funcs, peft_config=make_lora_config(model, ["q_proj", "v_proj"], dropout=0.0))
     trainer.remove_callback(PrinterCallback)
     t, c = time.time(), time.process_time()
     trainer.train()
-    keys = ("reward", "rewards/accuracy_reward/mean", "rewards/saliency_reward/mean", "saliency/energy_pg", "kl")
-    curve = [dict(step=h["step"], **{k: round(h[k], 4) for k in keys if k in h}) for h in trainer.state.log_history if "loss" in h]
+    curve = [dict(step=h["step"], **{k: round(h[k], 4) for k in CURVE_KEYS if k in h}) for h in trainer.state.log_history if "loss" in h]
     return trainer.model.eval(), processor, dict(train_minutes=round((time.time() - t) / 60, 2),
                                                  train_cpu_minutes=round((time.process_time() - c) / 60, 2), curve=curve)
 
-def measure_set(model, processor, data, deletion: int, examples=()) -> tuple[dict, list]:
-    "Metrics of one question set (see the module docstring) and the maps of the `examples` indices."
+def measure_set(model, processor, data, deletion: int, examples=()) -> tuple[dict, list, object]:
+    "Metrics of one question set (see the module docstring), the maps of the `examples` indices, and the `EvalReport`."
     from saliency_r1.data import parse_boxes
     from saliency_r1.evaluate import evaluate
     rep = evaluate(model, processor, data, methods=MAPS, deletion=deletion, progress=False)
@@ -109,7 +130,7 @@ def measure_set(model, processor, data, deletion: int, examples=()) -> tuple[dic
             m[f"{meth}_{mode}_n"] = int(np.isfinite(d).sum())
     shown = [dict(index=i, question=recs[i]["question"], completion=recs[i]["completion"], correct=recs[i]["correct"],
                   **{meth: np.round(rep.explanations[meth][i].answer_map, 5).tolist() for meth in MAPS}) for i in examples]
-    return m, shown
+    return m, shown, rep
 
 def example_indices(data, k: int = 4) -> list[int]:
     "The first question of each of `k` templates: the same questions for every arm's map grid."
@@ -119,22 +140,22 @@ def example_indices(data, k: int = 4) -> list[int]:
         if len(out) == k: break
     return out
 
-TRAIN_KEYS = ("steps", "prompts", "lr", "beta", "temperature", "shortcut_rate")
+TRAIN_KEYS = ("steps", "prompts", "lr", "beta", "temperature", "shortcut_rate", "cue_reliability")
 
 def run_dir(cache: Path, arm: str, seed: int, a: dict) -> Path:
     "Where one (arm, seed)'s adapter and evaluations are kept, keyed by the settings that change its training."
-    keys = TRAIN_KEYS + (("saliency_weight",) if ARMS[arm]["method"] else ()) if arm != "A" else ()
+    keys = TRAIN_KEYS + (("saliency_weight",) if ARMS[arm]["method"] or arm == "R" else ()) if arm != "A" else ()
     key = hashlib.sha256(json.dumps({k: a[k] for k in keys}, sort_keys=True).encode()).hexdigest()[:10]
     return cache / f"{arm}_{seed}_{key}"
 
-def trained(arm: str, seed: int, a: dict, where: Path):
+def trained(arm: str, seed: int, a: dict, where: Path, cache: Path):
     "The model of (arm, seed): trained and its LoRA adapter saved in `where`, or the saved adapter loaded."
     from peft import PeftModel
     from saliency_r1.models import pretrained_tiny
     if arm == "A" or (where / "adapter_model.safetensors").exists():
         model, processor = pretrained_tiny(variant="wander")
         return (model if arm == "A" else PeftModel.from_pretrained(model, where)).eval(), processor
-    model, processor, log = train(arm, seed, a)
+    model, processor, log = train(arm, seed, a, cache)
     model.save_pretrained(where)
     (where / "train.json").write_text(json.dumps(log))
     return model, processor
@@ -150,17 +171,33 @@ def run_one(arm: str, seed: int, a: dict, cache: Path, evals: list) -> dict:
     for split, n, deletion in evals:
         path = where / f"eval_{split}_{n}_{deletion}.json"
         if path.exists(): continue
-        if model is None: model, processor = trained(arm, seed, a, where)
-        t = time.time()
-        plain, hint = make_shapes_dataset(n, seed=SPLITS[split][0]), make_shapes_dataset(n, seed=SPLITS[split][1], shortcut_rate=1.0)
-        m, shown = measure_set(model, processor, plain, deletion, example_indices(plain))
-        mh, _ = measure_set(model, processor, hint, 0)
-        m |= {f"{k}_hint": v for k, v in mh.items() if k != "pg_chance"}
+        if model is None: model, processor = trained(arm, seed, a, where, cache)
+        t, m, shown = time.time(), {}, None
+        for name, data in question_sets(split, n).items():  # deletion curves and the map grid on the hint-free questions
+            ms, ex, rep = measure_set(model, processor, data, deletion if name == "absent" else 0,
+                                      example_indices(data) if name == "absent" else ())
+            m |= {(k if name == "absent" else f"{k}_{name}"): v for k, v in ms.items() if name == "absent" or k != "pg_chance"}
+            shown = shown or ex
+            save_records(rep, where / f"records_{split}_{n}_{deletion}_{name}.json.gz")
         path.write_text(json.dumps(dict(metrics=m, examples=shown, eval_minutes=round((time.time() - t) / 60, 2),
                                         load_average=round(os.getloadavg()[0], 2))))
     train_log = json.loads((where / "train.json").read_text()) if (where / "train.json").exists() else {}
     return dict(arm=arm, seed=seed, **train_log, **{split: json.loads((where / f"eval_{split}_{n}_{d}.json").read_text())
                                                      for split, n, d in evals})
+
+def question_sets(split: str, n: int) -> dict:
+    "The evaluation questions of `split`: the same kind of scenes with no hint, a hint that is right, one that is wrong."
+    from saliency_r1.data import make_shapes_dataset
+    absent, right, conflict = SPLITS[split]
+    return dict(absent=make_shapes_dataset(n, seed=absent), right=make_shapes_dataset(n, seed=right, shortcut_rate=1.0),
+                conflict=make_shapes_dataset(n, seed=conflict, shortcut_rate=1.0, cue_reliability=0.0))
+
+def save_records(rep, path: Path):
+    "The report's per-question records and settings, gzipped, for paired comparisons later (`compare`)."
+    import gzip
+    data = json.loads(rep.to_json(indent=None))
+    for r in data["records"]: r.pop("blank_completion", None)
+    path.write_bytes(gzip.compress(json.dumps(dict(info=data["info"], methods=data["methods"], records=data["records"])).encode(), mtime=0))
 
 def _worker_init():
     "One torch thread per process, and no per-run progress bars of weight loading or dataset maps in the log."
@@ -183,12 +220,12 @@ def arm_stats(runs: list[dict], key: str) -> dict:
     v = v[np.isfinite(v)]
     return dict(mean=float(v.mean()) if len(v) else None, sd=float(v.std(ddof=1)) if len(v) > 1 else 0.0, n=len(v))
 
-def verdict(results: dict, arm: str, control: str = "B") -> dict:
+def verdict(results: dict, arm: str, control: str = "B", metrics=CLAIM_METRICS) -> dict:
     """The acceptance rule: `arm` beats `control` on every claim metric by more than two seed standard deviations of a
     difference of two runs, sqrt(sd_arm^2 + sd_control^2), and its shortcut-free accuracy is at most 1 point lower."""
     if arm not in results or control not in results: return {}
     out, holds = {}, True
-    for k in CLAIM_METRICS + ("accuracy",):
+    for k in tuple(metrics) + ("accuracy",):
         x, b = arm_stats(results[arm], k), arm_stats(results[control], k)
         diff, sd = x["mean"] - b["mean"], math.hypot(x["sd"], b["sd"])
         ok = diff >= -0.01 if k == "accuracy" else diff > 2 * sd
@@ -196,8 +233,20 @@ def verdict(results: dict, arm: str, control: str = "B") -> dict:
         holds &= ok
     return out | dict(holds=holds)
 
+PLACEBO_METRICS = ("accuracy_conflict", "top_token_energy_pg")  # conflict-split accuracy; a map no arm is rewarded on
+
+def placebo_verdict(results: dict, arm: str = "D", controls=("B", "S", "R")) -> dict:
+    """The placebo study's rule, fixed before its held-out run: `arm` beats every control (GRPO and both placebos) on
+    conflict-split accuracy and on top-token energy-PG by more than two seed sd of a difference, and its hint-free accuracy
+    is at most 1 point below each control's. A control that was not run makes the rule fail."""
+    if arm not in results: return {}
+    out = {c: (verdict(results, arm, c, PLACEBO_METRICS) if c in results else None) for c in controls}
+    return out | dict(holds=all(v and v["holds"] for v in out.values()))
+
 ROWS = [("accuracy", "accuracy (no shortcut)", 3), ("accuracy_hint", "accuracy (shortcut)", 3),
-        ("blank_accuracy_hint", "shortcut, grey image", 3), ("format_rate", "format", 3),
+        ("blank_accuracy_hint", "shortcut, grey image", 3), ("accuracy_right", "accuracy (hint right)", 3),
+        ("accuracy_conflict", "accuracy (hint wrong)", 3), ("blank_accuracy_right", "hint right, grey image", 3),
+        ("blank_accuracy_conflict", "hint wrong, grey image", 3), ("format_rate", "format", 3),
         ("chain_energy_pg", "chain energy-PG", 3), ("chain_pg", "chain PG", 3),
         ("top_token_energy_pg", "top-token energy-PG", 3), ("top_token_pg", "top-token PG", 3),
         ("chain_deletion", "chain deletion − random", 3), ("chain_insertion", "chain insertion − random", 3),
@@ -219,51 +268,130 @@ def markdown_table(results: dict, info: dict) -> str:
             + f"; seeds {info['seeds']} (A is deterministic: one evaluation).")
     return head + "\n".join(lines) + foot
 
-def plot_bars(results: dict, path: Path):
-    "One panel per metric: bars = mean over seeds, error bars = seed sd, dots = seeds; dashed = baseline."
+COLOURS = dict(A="grey", B="tab:blue", C="tab:orange", D="tab:green", E="tab:purple", F="tab:brown", S="tab:pink", R="tab:olive")
+
+def _plt():
     import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    arms = [k for k in ARMS if k in results]
+    return plt
+
+def bars_figure(results: dict):
+    """One panel per metric, y from 0 (deletion and insertion are differences, centred on 0): bars = mean over seeds,
+    error bars = seed sd, dots = seeds; dashed = baseline (uniform map, random cell, random ranking)."""
+    plt, arms = _plt(), [k for k in ARMS if k in results]
     rows = [r for r in ROWS if r[0] in results[arms[0]][0]["metrics"]]
     base = results[arms[0]][0]["metrics"]
     lines = {"chain_energy_pg": base["uniform_energy_pg"], "top_token_energy_pg": base["uniform_energy_pg"],
-             "chain_pg": base["pg_chance"], "top_token_pg": base["pg_chance"], "chain_deletion": 0, "chain_insertion": 0,
-             "top_token_deletion": 0}
+             "chain_pg": base["pg_chance"], "top_token_pg": base["pg_chance"]}
     cols = 4
-    fig, axs = plt.subplots(math.ceil(len(rows) / cols), cols, figsize=(11, 2.3 * math.ceil(len(rows) / cols)), layout="constrained")
+    fig, axs = plt.subplots(math.ceil(len(rows) / cols), cols, figsize=(10, 2.1 * math.ceil(len(rows) / cols)), layout="constrained")
     for ax, (key, name, _) in zip(axs.flat, rows):
         st = [arm_stats(results[k], key) for k in arms]
-        ax.bar(range(len(arms)), [s["mean"] or 0 for s in st], yerr=[s["sd"] for s in st], capsize=3,
-               color=["grey", "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown"][:len(arms)])
-        for i, k in enumerate(arms):
-            ax.plot([i] * len(results[k]), [r["metrics"][key] for r in results[k]], "k.", ms=3)
+        ax.bar(range(len(arms)), [s["mean"] or 0 for s in st], yerr=[s["sd"] for s in st], capsize=3, color=[COLOURS[k] for k in arms])
+        for i, k in enumerate(arms): ax.plot([i] * len(results[k]), [r["metrics"][key] for r in results[k]], "k.", ms=3)
         if key in lines: ax.axhline(lines[key], ls="--", color="k", lw=0.8)
-        lo = min(min(r["metrics"][key] for r in results[k]) for k in arms)
-        hi = max(max(r["metrics"][key] for r in results[k]) for k in arms)
-        if lo > 0: ax.set_ylim(max(0, lo - 0.15 * (hi - lo + 0.02)), hi + 0.15 * (hi - lo + 0.02))
+        ax.axhline(0, color="k", lw=0.6)
         ax.set_xticks(range(len(arms)), arms); ax.set_title(name, fontsize=9); ax.tick_params(labelsize=8)
     for ax in list(axs.flat)[len(rows):]: ax.axis("off")
-    save_png(fig, path, 72)
+    return fig
 
-def plot_maps(results: dict, path: Path, split: str, n: int):
+def maps_figure(results: dict, split: str, n: int):
     "Rows: arms (first seed); columns: the same held-out questions; each cell the chain map with the evidence box."
-    import matplotlib; matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from saliency_r1.data import make_shapes_dataset
     from saliency_r1.viz import show_saliency
-    arms = [k for k in ARMS if k in results]
-    data = make_shapes_dataset(n, seed=SPLITS[split][0])
+    plt, arms = _plt(), [k for k in ARMS if k in results]
+    data = question_sets(split, n)["absent"]
     ex = results[arms[0]][0]["examples"]
-    fig, axs = plt.subplots(len(arms), len(ex), figsize=(1.9 * len(ex), 2.05 * len(arms)), layout="constrained", squeeze=False)
+    fig, axs = plt.subplots(len(arms), len(ex), figsize=(1.9 * len(ex), 2.0 * len(arms) + 0.4), layout="constrained", squeeze=False)
     for i, (row, k) in enumerate(zip(axs, arms)):
         for ax, e in zip(row, results[k][0]["examples"]):
             r = data[e["index"]]
-            answer = e["completion"].split("</think>")[-1].strip()[:14]
-            question = r["problem"][:32] + "\n" if i == 0 else ""
+            answer = e["completion"].split("</think>")[-1].strip()[:12]
             show_saliency(r["image"], np.array(e["chain"]), r["bbox"], ax, colorbar=False,
-                          title=f"{question}{k}: {answer} {'✓' if e['correct'] else '✗'}")
-            ax.set_xticks([]); ax.set_yticks([])
-    save_png(fig, path, 60)
+                          title=f"{k}: {answer} {'✓' if e['correct'] else '✗'}")
+            ax.title.set_fontsize(9); ax.set_xticks([]); ax.set_yticks([])
+            if i == 0: ax.set_title(r["problem"][:30] + "…" * (len(r["problem"]) > 30) + "\n" + ax.get_title(), fontsize=8)
+    return fig
+
+def zero_spread_figure(runs: dict, window: int = 10):
+    "Per arm, the share of GRPO groups whose total reward has zero spread, per step (mean over seeds, `window`-step mean)."
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3), layout="constrained")
+    for k, rs in runs.items():
+        logs = [[c.get("frac_reward_zero_std") for c in r.get("curve", [])] for r in rs]
+        logs = [l for l in logs if l and None not in l]
+        if not logs: continue
+        y = np.mean([l[:min(map(len, logs))] for l in logs], axis=0)
+        y = np.convolve(y, np.ones(window) / window, mode="valid")
+        ax.plot(np.arange(len(y)) + window, y, color=COLOURS[k], label=f"{k}: {ARMS[k]['label']}")
+    ax.set(xlabel="GRPO step", ylabel="groups with zero reward spread", ylim=(0, 1))
+    ax.legend(fontsize=8, ncols=2, loc="upper right")
+    return fig
+
+SETS = (("", "no hint"), ("_right", "hint right"), ("_conflict", "hint wrong"))
+
+def conflict_figure(results: dict):
+    "Accuracy of each arm on the three held-out sets (no hint, hint right, hint wrong): mean over seeds, seed sd, seeds."
+    plt, arms = _plt(), [k for k in ARMS if k in results]
+    fig, ax = plt.subplots(figsize=(6.5, 3), layout="constrained")
+    w = 0.8 / len(arms)
+    for j, k in enumerate(arms):
+        x = np.arange(len(SETS)) + (j - (len(arms) - 1) / 2) * w
+        st = [arm_stats(results[k], f"accuracy{suffix}") for suffix, _ in SETS]
+        ax.bar(x, [s["mean"] or 0 for s in st], w, yerr=[s["sd"] for s in st], capsize=2, color=COLOURS[k], label=k)
+        for xi, (suffix, _) in zip(x, SETS): ax.plot([xi] * len(results[k]), [r["metrics"][f"accuracy{suffix}"] for r in results[k]], "k.", ms=2)
+    ax.set_xticks(range(len(SETS)), [name for _, name in SETS]); ax.set(ylabel="accuracy", ylim=(0, 1))
+    ax.legend(fontsize=8, ncols=len(arms), loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    return fig
+
+def results_of(out: dict) -> dict:
+    "Per arm, the per-seed metrics of a results JSON (what `markdown_table`, `verdict` and the figures read), examples on seed 0."
+    return {k: [dict(seed=r["seed"], metrics=r["metrics"], **({"examples": out["examples"][k]} if i == 0 else {}))
+                for i, r in enumerate(rs)] for k, rs in out["runs"].items()}
+
+def figures(out: dict) -> dict:
+    "The study's figures from its results JSON: bars, map grid, and in a world with misleading hints, conflict and zero spread."
+    results = results_of(out)
+    figs = dict(bars=bars_figure(results), maps=maps_figure(results, out["split"], out["settings"]["n"]))
+    if "accuracy_conflict" in next(iter(results.values()))[0]["metrics"]:
+        figs |= dict(conflict=conflict_figure(results), zero_spread=zero_spread_figure(out["runs"]))
+    return figs
+
+def write_figures(out: dict, path: Path):
+    "Each of `figures(out)` as a small PNG next to `path` (`<stem>_<name>.png`)."
+    for name, fig in figures(out).items(): save_png(fig, path.with_name(f"{path.stem}_{name}.png"), 100)
+
+def waits_for(job: tuple[str, int], cache: Path, a: dict) -> tuple[str, int] | None:
+    "R of a seed draws its rewards from D's training log of that seed: it waits for D unless that log is cached."
+    arm, seed = job
+    return ("D", seed) if arm == "R" and not (run_dir(cache, "D", seed, a) / "train.json").exists() else None
+
+def finished_runs(jobs: list, a: dict, cache: Path, evals: list, workers: int):
+    "Yield (arm, seed, result) as runs finish: in a pool of `workers` processes (or in this one), each R after its D."
+    if workers == 1:  # in this process, without starting another; D comes before R in ARMS order within a seed
+        _worker_init()
+        yield from ((k, s, run_one(k, s, a, cache, evals)) for k, s in sorted(jobs, key=lambda j: (j[1], list(ARMS).index(j[0]))))
+        return
+    with ProcessPoolExecutor(workers, initializer=_worker_init, mp_context=get_context("spawn")) as pool:
+        held = [j for j in jobs if waits_for(j, cache, a)]
+        futures = {pool.submit(run_one, *j, a, cache, evals): j for j in jobs if j not in held}
+        if any(waits_for(j, cache, a) not in jobs for j in held):
+            raise ValueError("arm R needs arm D of the same seeds in this run (or D's cached training log): add D to --arms")
+        while futures:
+            f = next(as_completed(futures))
+            k, s = futures.pop(f)
+            yield k, s, f.result()
+            for j in [j for j in held if j == ("R", s) and k == "D"]:
+                held.remove(j); futures[pool.submit(run_one, *j, a, cache, evals)] = j
+
+def plan(jobs: list, a: dict, evals: list, cache: Path, workers: int):
+    "Print what the runs not yet cached will cost, from the measured cost of a GRPO step and of an evaluated question."
+    todo_train = [j for j in jobs if j[0] != "A" and not (run_dir(cache, *j, a) / "train.json").exists()]
+    todo_eval = sum(1 for j in jobs for split, n, d in evals if not (run_dir(cache, *j, a) / f"eval_{split}_{n}_{d}.json").exists())
+    saliency = sum(1 for k, _ in todo_train if ARMS[k]["method"])
+    train = (len(todo_train) * STEP_CPU_S + saliency * STEP_SALIENCY_CPU_S) * a["steps"] * a["prompts"] / 4 / 60
+    evaluate = todo_eval * sum(n * (3 * QUESTION_CPU_S) + d * DELETION_CPU_S for _, n, d in evals) / len(evals) / 60
+    print(f"plan: {len(todo_train)} trainings and {todo_eval} evaluations to run, about {train:.0f} + {evaluate:.0f} CPU-minutes: "
+          f"{(train + evaluate) / workers:.0f} minutes on {workers} free cores", flush=True)
 
 def compute(runs, workers: int) -> dict:
     """What the runs cost when they were made (a cached rerun takes seconds, so `minutes_total` alone says little): minutes
@@ -290,7 +418,8 @@ def main(argv=None):
     p.add_argument("--steps", type=_count, default=300); p.add_argument("--prompts", type=_count, default=4, help="prompts per step, 8 generations each")
     p.add_argument("--lr", type=_positive, default=5e-4); p.add_argument("--beta", type=_number(float, 0.0), default=0.001, help="KL coefficient")
     p.add_argument("--temperature", type=_positive, default=1.0); p.add_argument("--saliency-weight", type=_number(float, 0.0), default=1.0)
-    p.add_argument("--shortcut-rate", type=_rate, default=0.5, help="share of training questions with the answer in the wording")
+    p.add_argument("--shortcut-rate", type=_rate, default=0.5, help="share of training questions with a hint")
+    p.add_argument("--cue-reliability", type=_rate, default=0.8, help="share of training hints that name the right answer")
     p.add_argument("--n", type=_count, default=300, help="questions per evaluation set (without and with shortcuts)")
     p.add_argument("--deletion", type=_count0, default=60, help="deletion/insertion curves on this many valid questions")
     p.add_argument("--split", choices=list(SPLITS), default="heldout", help="validation: for choosing settings")
@@ -306,30 +435,24 @@ def main(argv=None):
     jobs = [(k, s) for s in a.seeds for k in a.arms if k != "A" or s == a.seeds[0]]  # seed-major: whole seeds finish first
     done, t0 = {}, time.time()
     print(f"{len(jobs)} runs, cache {a.cache}, measured on {evals}; settings {settings}", flush=True)
-    if a.workers > 1:
-        pool = ProcessPoolExecutor(a.workers, initializer=_worker_init, mp_context=get_context("spawn"))
-        futures = {pool.submit(run_one, k, s, settings, a.cache, evals): (k, s) for k, s in jobs}
-        finished = ((*futures[f], f.result()) for f in as_completed(futures))
-    else:  # one worker: in this process, without starting another
-        _worker_init()
-        finished = ((k, s, run_one(k, s, settings, a.cache, evals)) for k, s in jobs)
-    for k, s, r in finished:
+    plan(jobs, settings, evals, a.cache, a.workers)
+    for k, s, r in finished_runs(jobs, settings, a.cache, evals, a.workers):
         done[k, s] = r
         m = r[a.split]["metrics"]
         print(f"[{(time.time() - t0) / 60:5.1f} min] {k} seed {s}: train {r.get('train_minutes', 0):.1f} min "
               f"(cpu {r.get('train_cpu_minutes', 0):.1f}), eval {r[a.split]['eval_minutes']:.1f} min, load {r[a.split]['load_average']}; "
-              f"acc {m['accuracy']:.3f} / hint {m['accuracy_hint']:.3f}, chain ePG {m['chain_energy_pg']:.3f} PG {m['chain_pg']:.3f}, "
+              f"acc {m['accuracy']:.3f} / right {m['accuracy_right']:.3f} / conflict {m['accuracy_conflict']:.3f}, chain ePG {m['chain_energy_pg']:.3f} PG {m['chain_pg']:.3f}, "
               f"top ePG {m['top_token_energy_pg']:.3f} PG {m['top_token_pg']:.3f}, wander {m['wander_share']:.2f}", flush=True)
-    if a.workers > 1: pool.shutdown()
     view = lambda split: {k: [dict(seed=s, **done[k, s][split]) for s in a.seeds if (k, s) in done] for k in a.arms}
     results = view(a.split)
     runs = {k: [dict(seed=r["seed"], metrics=r["metrics"], train_minutes=done[k, r["seed"]].get("train_minutes"),
                      train_cpu_minutes=done[k, r["seed"]].get("train_cpu_minutes"), eval_minutes=r["eval_minutes"],
                      load_average=r["load_average"], curve=done[k, r["seed"]].get("curve", [])) for r in rs] for k, rs in results.items()}
     summarize = lambda res: dict(summary={k: {m: arm_stats(rs, m) for m, _, _ in ROWS if m in rs[0]["metrics"]} for k, rs in res.items()},
-                                 verdicts={k: verdict(res, k) for k in ("C", "D", "E", "F") if k in res})
+                                 verdicts={k: verdict(res, k) for k in ("C", "D", "E", "F") if k in res},
+                                 placebo_verdict=placebo_verdict(res) if {"S", "R"} & set(res) else None)
     out = dict(command=shlex.join(["python", "bench/reproduce.py", *(sys.argv[1:] if argv is None else argv)]),
-               tag=a.tag, settings=settings, split=a.split, split_seeds=dict(zip(("no_shortcut", "shortcut"), SPLITS[a.split])),
+               tag=a.tag, settings=settings, split=a.split, split_seeds=dict(zip(("absent", "right", "conflict"), SPLITS[a.split])),
                training_data_seed="1000 + seed", arms={k: ARMS[k]["label"] for k in a.arms}, runs=runs, **summarize(results),
                examples={k: rs[0]["examples"] for k, rs in results.items()},
                validation=({k: [dict(seed=r["seed"], metrics=r["metrics"]) for r in rs] for k, rs in view("validation").items()}
@@ -338,12 +461,15 @@ def main(argv=None):
     a.out.write_text(json.dumps(out, indent=1))
     table = markdown_table(results, dict(n=a.n, deletion=a.deletion, seeds=a.seeds))
     a.out.with_suffix(".md").write_text(table + "\n")
-    plot_bars(results, a.out.with_name(a.out.stem + "_bars.png"))
-    plot_maps(results, a.out.with_name(a.out.stem + "_maps.png"), a.split, a.n)
+    write_figures(out, a.out)
     print(table)
     for k, v in out["verdicts"].items():
         if v: print(f"claim for {k}: {'holds' if v['holds'] else 'does not hold'}: " +
                     ", ".join(f"{m} {d['diff']:+.3f} ({d['sigmas']} sd)" for m, d in v.items() if m != "holds"))
+    if pv := out["placebo_verdict"]:
+        print(f"placebo rule for D: {'holds' if pv['holds'] else 'does not hold'}: " + "; ".join(
+            f"vs {c}: " + (", ".join(f"{m} {d['diff']:+.3f} ({d['sigmas']} sd)" for m, d in v.items() if m != "holds") if v else "not run")
+            for c, v in pv.items() if c != "holds"))
     c = out["compute"]
     print(f"wrote {a.out} ({out['minutes_total']} min now; the {c['runs']} runs took {c['train_cpu_minutes']} CPU min of training "
           f"and {c['eval_minutes']} min of evaluation: {c['cpu_minutes_per_core']} min on {a.workers} cores)")
