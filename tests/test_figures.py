@@ -86,6 +86,13 @@ def _report(t):
     return evaluate(t["model"], t["processor"], t["ds"], methods=("chain", "cot", "attention"), max_new_tokens=48)
 
 
+def _comparison(t):
+    from saliency_r1.evaluate import compare, evaluate
+    from saliency_r1.models import pretrained_tiny
+    model, processor = pretrained_tiny(variant="wander")
+    return compare(_report(t), evaluate(model, processor, t["ds"], methods=("chain", "cot", "attention"), max_new_tokens=48), n_boot=200)
+
+
 def _explorer(t, which):
     from saliency_r1.viz import SaliencyExplorer
     pytest.importorskip("ipywidgets")
@@ -124,6 +131,7 @@ FIGURES = {
     "viz.SaliencyExplorer._figure_maps": lambda t: _explorer(t, "_figure_maps"),
     "viz.SaliencyExplorer._figure_flow": lambda t: _explorer(t, "_figure_flow"),
     "evaluate.EvalReport.plot": lambda t: _report(t).plot(),
+    "evaluate.ComparisonReport.plot": lambda t: _comparison(t).plot(),
     "metrics.PerturbationCurve.plot": _curve,
 }
 
