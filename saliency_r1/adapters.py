@@ -5,13 +5,22 @@
 # %% ../nbs/04c_adapters.ipynb #82f8f5a5
 from __future__ import annotations
 from functools import cached_property
+from typing import NamedTuple
 
+import numpy as np
 import torch
 
+from .metrics import grid_boxes
 from .weights import unwrap_model, dense_weight
 
 # %% auto #0
-__all__ = ['ADAPTERS', 'VLMAdapter', 'register_adapter', 'adapter_for', 'QwenVLAdapter', 'Qwen3VLAdapter']
+__all__ = ['ADAPTERS', 'TokenLayout', 'VLMAdapter', 'register_adapter', 'adapter_for', 'QwenVLAdapter', 'Qwen3VLAdapter']
+
+# %% ../nbs/04c_adapters.ipynb #e2d4df2c
+class TokenLayout(NamedTuple):
+    "Where one example's image tokens lie on its image."
+    boxes: np.ndarray                     # (n, 4) rectangle (x1, y1, x2, y2) in [0, 1] of the image each image token covers, in prompt order
+    grid: tuple[int, int] | None = None   # (gh, gw) when the tokens are the cells of one row-major grid over the whole image
 
 # %% ../nbs/04c_adapters.ipynb #21b2a5cb
 class VLMAdapter:
@@ -51,6 +60,10 @@ class VLMAdapter:
         return dense_weight(self.model.lm_head, rows=ids, root=self.wrapped)
     def scaling(self, layer: int) -> float: return self.attention_modules[layer].scaling
     def image_mask(self, input_ids: torch.Tensor) -> torch.Tensor: return input_ids == self.image_token_id
+    def layouts(self, images: dict, # what the recording kept of the image inputs, one image per example
+                input_ids: torch.Tensor) -> list[TokenLayout]:
+        "One `TokenLayout` per example (row of `input_ids`)."
+        raise NotImplementedError(f"{type(self).__name__} does not say which region of the image each image token covers: define layouts")
 
 # %% ../nbs/04c_adapters.ipynb #8d0eaa0a
 ADAPTERS: dict[str, type[VLMAdapter]] = {}  # config.model_type -> adapter class
@@ -84,6 +97,14 @@ class QwenVLAdapter(VLMAdapter):
         if t != 1: raise ValueError(f"grid_thw {t, h, w} has {t} frames: saliency maps are for single images")
         merge = self.config.vision_config.spatial_merge_size
         return h // merge, w // merge
+
+    def layouts(self, images: dict, input_ids: torch.Tensor) -> list[TokenLayout]:
+        "The grid of each example's image (`image_grid_thw`, one row per example), its cells the tokens' rectangles."
+        thw = images.get("image_grid_thw")
+        if thw is None or len(thw) != len(input_ids):
+            raise ValueError(f"Saliency maps need exactly one image per example: {len(input_ids)} prompts, "
+                             f"{0 if thw is None else len(thw)} images")
+        return [TokenLayout(grid_boxes(g), g) for g in map(self.grid, thw)]
 
 @register_adapter("qwen3_vl")
 class Qwen3VLAdapter(QwenVLAdapter):

@@ -16,26 +16,31 @@ from .data import SYSTEM_PROMPT, Box, parse_boxes, check_int, check_real, shown,
 from .models import prepare_inputs
 
 # %% auto #0
-__all__ = ['MAX_GRID_SIDE', 'COVERAGE_BUDGET', 'MAP_FLAGS', 'MAX_IMAGE_SIDE', 'as_map', 'cell_coverage_batch', 'cell_coverage',
+__all__ = ['MAX_GRID_SIDE', 'COVERAGE_BUDGET', 'MAX_IMAGE_SIDE', 'MAP_FLAGS', 'as_map', 'cell_coverage_batch', 'cell_coverage',
+           'grid_boxes', 'as_token_boxes', 'token_coverage', 'token_density', 'token_raster',
            'energy_pointing_game_batch', 'energy_pointing_game', 'pointing_game_batch', 'pointing_game', 'check_map',
-           'MapScores', 'score_maps', 'rank_cells', 'cells_for_fractions', 'pixel_mask', 'baseline_image', 'perturb',
-           'completion_probability', 'PerturbationCurve', 'deletion_insertion', 'deletion_insertion_batch']
+           'MapScores', 'score_maps', 'rank_cells', 'cells_for_fractions', 'pixel_mask', 'token_pixel_mask',
+           'baseline_image', 'perturb', 'completion_probability', 'PerturbationCurve', 'deletion_insertion',
+           'deletion_insertion_batch']
 
 # %% ../nbs/02_metrics.ipynb #317f905b
-def _map_array(saliency, name: str) -> np.ndarray:
-    "`saliency` as a float64 2-D array with at least one cell; `TypeError`/`ValueError` naming `name` otherwise."
+def _map_array(saliency, name: str, flat: bool = False) -> np.ndarray:
+    "`saliency` as a float64 2-D array with at least one cell (`flat`: any non-empty array, raveled: a token map); `TypeError`/`ValueError` naming `name` otherwise."
     if isinstance(saliency, torch.Tensor):
         if saliency.is_complex(): raise TypeError(f"{name} must hold real numbers, got a {saliency.dtype} tensor")
         saliency = saliency.detach().to("cpu", torch.float64).numpy()
     try: s = np.asarray(saliency)
     except (TypeError, ValueError) as e: raise ValueError(f"{name} is not a (gh, gw) array of numbers: {e}") from None
     if s.dtype.kind not in "biuf": raise TypeError(f"{name} must hold real numbers, got dtype {s.dtype}: {shown(saliency)}")
+    if flat and s.size: return s.astype(np.float64).ravel()
     if s.ndim != 2 or 0 in s.shape: raise ValueError(f"{name} must be a non-empty 2-D (gh, gw) map, got shape {s.shape}")
     return s.astype(np.float64)
 
-def as_map(saliency, name: str = "saliency", allow_negative: bool = False) -> np.ndarray:
-    "`saliency` as a checked float64 `(gh, gw)` array: finite and, unless allowed, non-negative."
-    s = _map_array(saliency, name)
+def as_map(saliency, name: str = "saliency", allow_negative: bool = False,
+           flat: bool = False, # a token map: any shape, raveled to (n,) (see 'Maps over token rectangles')
+          ) -> np.ndarray:
+    "`saliency` as a checked float64 `(gh, gw)` array (`flat`: `(n,)`): finite and, unless allowed, non-negative."
+    s = _map_array(saliency, name, flat)
     if not np.isfinite(s).all(): raise ValueError(f"{name} has {int((~np.isfinite(s)).sum())} non-finite entries (NaN or inf)")
     if not allow_negative and (s < 0).any():
         raise ValueError(f"{name} has negative entries (min {s.min():.3g}): maps are ReLU'd before scoring, "
@@ -118,21 +123,103 @@ def cell_coverage(boxes, # one box or several, in any form parse_boxes reads
     "Exact fraction of each of the `grid` cells inside the union of `boxes`."
     return cell_coverage_batch([boxes], grid)[0]
 
+# %% ../nbs/02_metrics.ipynb #5361b13c
+MAX_IMAGE_SIDE = 2**15  # pixels per side of an image a mask or raster is made for (a 32768 x 32768 mask is 1 GiB)
+
+def grid_boxes(grid: tuple[int, int]) -> np.ndarray:
+    "The `(gh·gw, 4)` rectangles (x1, y1, x2, y2) of a grid's cells, row-major: the token boxes of a `(gh, gw)` map."
+    gh, gw = _grid(grid)
+    x, y = np.linspace(0, 1, gw + 1), np.linspace(0, 1, gh + 1)
+    return np.stack(np.broadcast_arrays(x[None, :-1], y[:-1, None], x[None, 1:], y[1:, None]), -1).reshape(-1, 4)
+
+def as_token_boxes(token_boxes, n: int | None = None, # the number of tokens the map has, if known
+                   name: str = "token_boxes") -> np.ndarray:
+    "`token_boxes` as a checked float64 `(n, 4)` array of rectangles inside the image: 0 ≤ x1 < x2 ≤ 1, 0 ≤ y1 < y2 ≤ 1."
+    try: t = np.asarray(token_boxes, dtype=np.float64)
+    except (TypeError, ValueError): t = np.zeros((0, 3))
+    if t.ndim != 2 or t.shape[1] != 4 or not len(t): raise ValueError(f"{name} must be an (n, 4) array of (x1, y1, x2, y2), got {shown(token_boxes)}")
+    if n is not None and len(t) != n: raise ValueError(f"{name} has {len(t)} rectangles for a map of {n} tokens: pass one per token")
+    ok = np.isfinite(t).all(1) & (t[:, :2] >= 0).all(1) & (t[:, 2:] <= 1).all(1) & (t[:, 0] < t[:, 2]) & (t[:, 1] < t[:, 3])
+    if not ok.all():
+        bad = int(np.argmin(ok))
+        raise ValueError(f"{name}[{bad}] = {t[bad].tolist()} is not a rectangle inside the image (0 <= x1 < x2 <= 1, 0 <= y1 < y2 <= 1)")
+    return t
+
+# %% ../nbs/02_metrics.ipynb #524ed210
+def _pieces(t: np.ndarray, coords: np.ndarray, lo: int, hi: int):
+    "Each rectangle's extent along one axis cut at the box edges: piece lengths (n, 2b+1) and which boxes hold each piece (n, 2b+1, b)."
+    cuts = np.clip(coords[:, [lo, hi]].reshape(1, -1), t[:, lo:lo + 1], t[:, hi:hi + 1])
+    edges = np.sort(np.concatenate([t[:, [lo, hi]], cuts], 1), 1)
+    centres = (edges[:, 1:] + edges[:, :-1]) / 2
+    return np.diff(edges, axis=1), (coords[:, lo] < centres[..., None]) & (centres[..., None] < coords[:, hi])
+
+def _token_coverage(coords: np.ndarray, # (b, 4) boxes of one row (padded empty boxes add nothing)
+                    t: np.ndarray) -> np.ndarray:
+    "Exact fraction of each rectangle of `t` (n, 4) inside the union of the boxes."
+    if len(t) * (2 * len(coords) + 1) ** 2 > COVERAGE_BUDGET:
+        return np.concatenate([_token_coverage(coords, c) for c in np.array_split(t, 2)])
+    dx, in_x = _pieces(t, coords, 0, 2)
+    dy, in_y = _pieces(t, coords, 1, 3)
+    inside = np.zeros((len(t), dy.shape[1], dx.shape[1]), bool)
+    for k in range(len(coords)): inside |= in_y[:, :, None, k] & in_x[:, None, :, k]
+    area = (inside * dy[:, :, None] * dx[:, None, :]).sum((1, 2))
+    return np.clip(area / ((t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1])), 0.0, 1.0)
+
+def token_coverage(boxes, # one box or several, in any form parse_boxes reads
+                   token_boxes) -> np.ndarray:
+    "Exact fraction of each token's rectangle inside the union of `boxes`, `(n,)`."
+    return _token_coverage(_box_array([boxes])[0][0], as_token_boxes(token_boxes))
+
+# %% ../nbs/02_metrics.ipynb #b912e24d
+def token_density(saliency, # (n,) token map (any shape with n values)
+                  token_boxes, # (n, 4) the rectangle each token covers
+                  shape: tuple[int, int], # (rows, cols) of the raster over the whole image
+                 ) -> np.ndarray:
+    "The token map in image space, `(rows, cols)`: each token's value spread evenly over its rectangle, overlaps added, averaged per raster cell; a grid renders as itself."
+    s = as_map(saliency, allow_negative=True, flat=True)
+    t = as_token_boxes(token_boxes, len(s))
+    rows, cols = (check_int(k, "raster side", 1, MAX_IMAGE_SIDE) for k in shape)
+    def overlap(lo, hi, k):  # (n, k): share of each of k equal intervals inside [lo, hi]
+        e = np.linspace(0, 1, k + 1)
+        return np.clip(np.minimum(hi[:, None], e[None, 1:]) - np.maximum(lo[:, None], e[None, :-1]), 0, None) * k
+    area = (t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1])
+    return overlap(t[:, 1], t[:, 3], rows).T @ ((s / (len(s) * area))[:, None] * overlap(t[:, 0], t[:, 2], cols))
+
+def token_raster(saliency, token_boxes) -> np.ndarray:
+    "`token_density` on the uniform raster whose cells are the size of the smallest token: what smooth ('bilinear') rendering interpolates, as it does a grid map's cells."
+    t = as_token_boxes(token_boxes)
+    cols, rows = np.minimum(np.round(1 / (t[:, 2:] - t[:, :2]).min(0)), MAX_GRID_SIDE).astype(int)
+    return token_density(saliency, t, (rows, cols))
+
 # %% ../nbs/02_metrics.ipynb #29472ef6
 def energy_pointing_game_batch(saliency_maps, # n non-negative maps (an (n, gh, gw) array or a list of (gh, gw) maps)
                                boxes: list, # n entries, each one row's boxes in any form parse_boxes reads
+                               token_boxes: list | None = None, # n entries: a token map's (n_i, 4) rectangles, None for a grid map
                               ) -> np.ndarray:
     "Energy pointing game of each map against its row's boxes; NaN where a row has no boxes."
-    maps = [as_map(m, f"saliency_maps[{i}]") for i, m in enumerate(_rows(saliency_maps, "saliency_maps"))]
+    maps, layouts = _read_maps(saliency_maps, token_boxes)
     coords, real = _box_array(boxes)
     if len(coords) != len(maps): raise ValueError(f"Got {len(maps)} maps but {len(coords)} rows of boxes: pass one row per map")
-    return _energy_pg(maps, coords, real)
+    return _energy_pg(maps, coords, real, layouts)
 
-def _energy_pg(maps: list[np.ndarray], coords: np.ndarray, real: np.ndarray) -> np.ndarray:
-    "Energy pointing game of checked non-negative maps against boxes as `_box_array` gives them; NaN where a row has no boxes."
-    out = np.full(len(maps), np.nan)
-    for shape in {m.shape for m in maps}:
-        idx = [i for i, m in enumerate(maps) if m.shape == shape and real[i].any()]
+def _read_maps(saliency_maps, token_boxes, allow_negative: bool = False) -> tuple[list[np.ndarray], list]:
+    "Checked maps and each one's token rectangles (None: a grid map)."
+    maps = _rows(saliency_maps, "saliency_maps")
+    layouts = [None] * len(maps) if token_boxes is None else _rows(token_boxes, "token_boxes")
+    if len(layouts) != len(maps): raise ValueError(f"Got {len(maps)} maps but {len(layouts)} token_boxes: pass one per map (None for a grid map)")
+    maps = [as_map(m, f"saliency_maps[{i}]", allow_negative, flat=t is not None) for i, (m, t) in enumerate(zip(maps, layouts))]
+    return maps, [None if t is None else as_token_boxes(t, len(m), f"token_boxes[{i}]") for i, (m, t) in enumerate(zip(maps, layouts))]
+
+def _energy_pg(maps: list[np.ndarray], coords: np.ndarray, real: np.ndarray, layouts: list | None = None) -> np.ndarray:
+    "Energy pointing game of checked non-negative maps (token maps where `layouts` has rectangles) against boxes as `_box_array` gives them; NaN where a row has no boxes."
+    out, layouts = np.full(len(maps), np.nan), layouts or [None] * len(maps)
+    for i, t in enumerate(layouts):
+        if t is None or not real[i].any(): continue
+        s = maps[i] / (maps[i].max() if maps[i].max() > 0 else 1.0)
+        total = s.sum()
+        out[i] = min((s * _token_coverage(coords[i], t)).sum() / total, 1.0) if total > 0 else 0.0
+    for shape in {m.shape for m, t in zip(maps, layouts) if t is None}:
+        idx = [i for i, m in enumerate(maps) if layouts[i] is None and m.shape == shape and real[i].any()]
         if not idx: continue
         s = np.stack([maps[i] for i in idx])
         peak = s.max((1, 2), keepdims=True)
@@ -142,12 +229,13 @@ def _energy_pg(maps: list[np.ndarray], coords: np.ndarray, real: np.ndarray) -> 
         out[idx] = np.where(total > 0, np.minimum(inside / np.where(total > 0, total, 1.0), 1.0), 0.0)
     return out
 
-def energy_pointing_game(saliency, # non-negative (gh, gw) map
+def energy_pointing_game(saliency, # non-negative (gh, gw) map, or (n,) token map with `token_boxes`
                          boxes, # the evidence: one or several boxes (their union counts)
+                         token_boxes=None, # (n, 4) rectangle of each token of a token map
                         ) -> float:
     "Share of the map's mass inside the union of `boxes` (0 for a map with no mass)."
     if not parse_boxes(boxes): raise ValueError("No evidence boxes: the energy pointing game needs at least one box")
-    return float(energy_pointing_game_batch([saliency], [boxes])[0])
+    return float(energy_pointing_game_batch([saliency], [boxes], None if token_boxes is None else [token_boxes])[0])
 
 # %% ../nbs/02_metrics.ipynb #79ac7687
 def _as_sizes(image_sizes, n: int) -> np.ndarray:
@@ -165,20 +253,24 @@ def pointing_game_batch(saliency_maps, # n maps (signed maps are fine: only the 
                         boxes: list, # n entries, each one row's boxes
                         tolerance: float = 0.0, # pixels; > 0 needs `image_sizes`
                         image_sizes=None, # (width, height), one pair for all rows or one per row
+                        token_boxes: list | None = None, # n entries: a token map's (n_i, 4) rectangles, None for a grid map
                        ) -> np.ndarray:
     "Pointing game of each map: 1.0 hit, 0.0 miss, NaN where a row has no boxes."
-    maps = [as_map(m, f"saliency_maps[{i}]", allow_negative=True) for i, m in enumerate(_rows(saliency_maps, "saliency_maps"))]
+    maps, layouts = _read_maps(saliency_maps, token_boxes, allow_negative=True)
     if len(_rows(boxes, "boxes")) != len(maps): raise ValueError(f"Got {len(maps)} maps but {len(boxes)} rows of boxes: pass one row per map")
     tolerance = check_real(tolerance, "tolerance (pixels)", low=0)
     if tolerance > 0 and image_sizes is None: raise ValueError("tolerance is in pixels: pass image_sizes=(width, height)")
     sizes = _as_sizes(image_sizes, len(maps))
-    return _pointing(maps, *_box_array(boxes), tolerance, sizes)
+    return _pointing(maps, *_box_array(boxes), tolerance, sizes, layouts)
 
-def _pointing(maps: list[np.ndarray], coords: np.ndarray, real: np.ndarray, tolerance: float, sizes: np.ndarray) -> np.ndarray:
-    "Pointing game of checked maps against boxes as `_box_array` gives them, `tolerance` pixels on images of `sizes` (n, 2)."
-    out = np.full(len(maps), np.nan)
-    for shape in {m.shape for m in maps}:
-        idx = np.array([i for i, m in enumerate(maps) if m.shape == shape and real[i].any()], dtype=int)
+def _pointing(maps: list[np.ndarray], coords: np.ndarray, real: np.ndarray, tolerance: float, sizes: np.ndarray,
+              layouts: list | None = None) -> np.ndarray:
+    "Pointing game of checked maps (token maps where `layouts` has rectangles) against boxes as `_box_array` gives them, `tolerance` pixels on images of `sizes` (n, 2)."
+    out, layouts = np.full(len(maps), np.nan), layouts or [None] * len(maps)
+    for i, t in enumerate(layouts):
+        if t is not None and real[i].any(): out[i] = _pointing_tokens(maps[i], t, coords[i][real[i]], tolerance, sizes[i])
+    for shape in {m.shape for m, t in zip(maps, layouts) if t is None}:
+        idx = np.array([i for i, m in enumerate(maps) if layouts[i] is None and m.shape == shape and real[i].any()], dtype=int)
         if not len(idx): continue
         s, c, (w, h) = np.stack([maps[i] for i in idx]), coords[idx], sizes[idx].T
         peak = (s == s.max((1, 2), keepdims=True)) & (s.max((1, 2)) > s.min((1, 2)))[:, None, None]
@@ -189,23 +281,42 @@ def _pointing(maps: list[np.ndarray], coords: np.ndarray, real: np.ndarray, tole
         out[idx] = (near.any(-1) & peak).any((1, 2))
     return out
 
-def pointing_game(saliency, # (gh, gw) map
+def pointing_game(saliency, # (gh, gw) map, or (n,) token map with `token_boxes`
                   boxes, # one or several boxes
                   tolerance: float = 0.0, # pixels; > 0 needs `image_size`
                   image_size: tuple[int, int] | None = None, # (width, height) of the image
+                  token_boxes=None, # (n, 4) rectangle of each token of a token map
                  ) -> bool:
     "Whether a maximal cell's centre lies in (or within `tolerance` pixels of) any box."
     if not parse_boxes(boxes): raise ValueError("No evidence boxes: the pointing game needs at least one box")
-    return bool(pointing_game_batch([saliency], [boxes], tolerance, image_size)[0])
+    return bool(pointing_game_batch([saliency], [boxes], tolerance, image_size, None if token_boxes is None else [token_boxes])[0])
+
+# %% ../nbs/02_metrics.ipynb #f55f9eab
+def _pointing_tokens(s: np.ndarray, t: np.ndarray, boxes: np.ndarray, tolerance: float, size) -> float:
+    "Pointing game of one token map `s` with rectangles `t` against `boxes` (b, 4), on an image of `size` (width, height)."
+    xs, ys = (np.unique(np.concatenate([t[:, lo], t[:, hi], [0.0, 1.0]])) for lo, hi in ((0, 2), (1, 3)))
+    inx = (np.searchsorted(xs, t[:, [0]]) <= np.arange(len(xs) - 1)) & (np.arange(len(xs) - 1) < np.searchsorted(xs, t[:, [2]]))
+    iny = (np.searchsorted(ys, t[:, [1]]) <= np.arange(len(ys) - 1)) & (np.arange(len(ys) - 1) < np.searchsorted(ys, t[:, [3]]))
+    m = iny.T.astype(float) @ ((s / ((t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1])))[:, None] * inx)   # n·m on each piece
+    covered = (iny.T.astype(int) @ inx.astype(int)) > 0
+    top, low = m[covered].max(), m[covered].min()
+    if not top - low > 1e-12 * max(abs(top), abs(low)): return 0.0   # a constant map points nowhere
+    r, c = np.nonzero(covered & (m >= top - 1e-12 * abs(top)))
+    x, y = (xs[c] + xs[c + 1]) / 2, (ys[r] + ys[r + 1]) / 2
+    dx = np.maximum(np.maximum(boxes[None, :, 0] - x[:, None], x[:, None] - boxes[None, :, 2]), 0) * size[0]
+    dy = np.maximum(np.maximum(boxes[None, :, 1] - y[:, None], y[:, None] - boxes[None, :, 3]), 0) * size[1]
+    return float((np.hypot(dx, dy) <= tolerance).any())
 
 # %% ../nbs/02_metrics.ipynb #45d14750
 MAP_FLAGS = ("no map", "not a map", "non-finite", "overflow")
 
-def check_map(saliency) -> tuple[np.ndarray | None, str]:
+def check_map(saliency, n: int | None = None, # a token map of `n` tokens (None: a (gh, gw) map)
+             ) -> tuple[np.ndarray | None, str]:
     "A map ready to score (float64, clipped at 0) and 'ok', or None and the flag (one of `MAP_FLAGS`) saying why not."
     if saliency is None: return None, "no map"
-    try: s = _map_array(saliency, "map")
+    try: s = _map_array(saliency, "map", flat=n is not None)
     except (TypeError, ValueError): return None, "not a map"
+    if n is not None and s.size != n: return None, "not a map"
     if not np.isfinite(s).all(): return None, "non-finite"
     s = np.maximum(s, 0.0)
     with np.errstate(over="ignore"): total = s.sum()
@@ -226,17 +337,22 @@ class MapScores:
 
 def score_maps(saliency_maps, # n maps, each anything (None, arrays, tensors, junk)
                boxes: list, # n entries, each one row's boxes in any form parse_boxes reads
+               token_boxes: list | None = None, # n entries: a token map's (n_i, 4) rectangles, None for a grid map
               ) -> MapScores:
     "Energy pointing game and pointing game of each map that can be scored; NaN and a reason for the others. Never raises on a map."
     maps, (coords, real) = _rows(saliency_maps, "saliency_maps"), _box_array(boxes)  # each row's boxes parsed once
     if len(coords) != len(maps): raise ValueError(f"Got {len(maps)} maps but {len(coords)} rows of boxes: pass one row per map")
-    checked = [check_map(m) for m in maps]
+    layouts = [None] * len(maps) if token_boxes is None else _rows(token_boxes, "token_boxes")
+    if len(layouts) != len(maps): raise ValueError(f"Got {len(maps)} maps but {len(layouts)} token_boxes: pass one per map (None for a grid map)")
+    layouts = [None if t is None else as_token_boxes(t, name=f"token_boxes[{i}]") for i, t in enumerate(layouts)]
+    checked = [check_map(m, None if t is None else len(t)) for m, t in zip(maps, layouts)]
     reasons = [reason if has_boxes else "no boxes" for (_, reason), has_boxes in zip(checked, real.any(1))]
     energy, pointing = np.full(len(maps), np.nan), np.full(len(maps), np.nan)
     ok = [i for i, r in enumerate(reasons) if r == "ok"]
     if ok:
-        energy[ok] = _energy_pg([checked[i][0] for i in ok], coords[ok], real[ok])
-        pointing[ok] = _pointing([checked[i][0] for i in ok], coords[ok], real[ok], 0.0, np.ones((len(ok), 2)))
+        maps_ok, layouts_ok = [checked[i][0] for i in ok], [layouts[i] for i in ok]
+        energy[ok] = _energy_pg(maps_ok, coords[ok], real[ok], layouts_ok)
+        pointing[ok] = _pointing(maps_ok, coords[ok], real[ok], 0.0, np.ones((len(ok), 2)), layouts_ok)
     return MapScores(energy, pointing, reasons)
 
 # %% ../nbs/02_metrics.ipynb #4303f056
@@ -259,8 +375,6 @@ def cells_for_fractions(fractions, n_cells: int) -> list[int]:
     return [min(n_cells, math.ceil(f * n_cells - 1e-9)) for f in _check_fractions(fractions)]
 
 # %% ../nbs/02_metrics.ipynb #d1c66b59
-MAX_IMAGE_SIDE = 2**15  # pixels per side of an image a mask is made for (a 32768 x 32768 mask is 1 GiB)
-
 def pixel_mask(cells: np.ndarray, # boolean (gh, gw) cell mask
                size: tuple[int, int], # (width, height) of the image, each at most `MAX_IMAGE_SIDE`
               ) -> np.ndarray:
@@ -275,6 +389,21 @@ def pixel_mask(cells: np.ndarray, # boolean (gh, gw) cell mask
     rows = ((np.arange(h) + 0.5) * gh / h).astype(int)
     cols = ((np.arange(w) + 0.5) * gw / w).astype(int)
     return cells[rows][:, cols]
+
+# %% ../nbs/02_metrics.ipynb #da1d1415
+def token_pixel_mask(chosen: np.ndarray, # boolean (n,) token mask
+                     token_boxes, # (n, 4) the rectangle each token covers
+                     size: tuple[int, int], # (width, height) of the image, each at most `MAX_IMAGE_SIDE`
+                    ) -> np.ndarray:
+    "The boolean `(height, width)` pixel mask of the pixels inside the chosen tokens' rectangles."
+    t = as_token_boxes(token_boxes)
+    chosen = np.asarray(chosen, dtype=bool).ravel()
+    if chosen.shape != (len(t),): raise ValueError(f"chosen has {chosen.size} entries for {len(t)} token boxes")
+    w, h = (check_int(k, name, 1, MAX_IMAGE_SIDE) for k, name in zip(size, ("width", "height")))
+    x, y, t = (np.arange(w) + 0.5) / w, (np.arange(h) + 0.5) / h, t[chosen]
+    cols = (t[:, [0]] <= x) & (x < t[:, [2]])
+    rows = (t[:, [1]] <= y) & (y < t[:, [3]])
+    return (rows.T.astype(np.float32) @ cols.astype(np.float32)) > 0
 
 # %% ../nbs/02_metrics.ipynb #cbde8dc0
 def baseline_image(image: Image.Image, # the RGB input
@@ -374,7 +503,7 @@ class PerturbationCurve:
 # %% ../nbs/02_metrics.ipynb #68dd18ff
 def deletion_insertion(model, processor, image: Image.Image, question: str,
                        answer: str, # the completion whose probability is tracked (usually the model's own)
-                       saliency, # (gh, gw) map over the image; only its ranking of cells matters
+                       saliency, # (gh, gw) map over the image, or (n,) token map with `token_boxes`; only its ranking matters
                        fractions=(0.05, 0.15, 0.30, 0.5, 0.75, 1.0), # shares of cells to perturb, increasing
                        mode: str = "deletion", # "deletion" hides the top cells, "insertion" reveals them
                        fill=None, # baseline: "mean" (deletion default), "blur" (insertion default), "grey", colour
@@ -382,12 +511,15 @@ def deletion_insertion(model, processor, image: Image.Image, question: str,
                        score: str = "completion", # "completion" or "answer" (tokens after </think>)
                        n_random: int = 3, # random rankings for the control
                        seed: int = 0, system_prompt: str | None = SYSTEM_PROMPT, batch_size: int = 8,
+                       token_boxes=None, # (n, 4) rectangle of each token of a token map: hiding a token hides its rectangle
                       ) -> PerturbationCurve:
     "Deletion or insertion curve of `saliency` for `answer`, and a random-ranking control, in one call."
     if mode not in ("deletion", "insertion"): raise ValueError(f"Unknown mode {mode!r}: use 'deletion' or 'insertion'")
     n_random = check_int(n_random, "n_random (random rankings, the control the curve is judged against)")
     batch_size, seed = check_int(batch_size, "batch_size"), check_int(seed, "seed", 0)
-    fr, s, image = _check_fractions(fractions), as_map(saliency, allow_negative=True), to_rgb(image, max_pixels=None)
+    fr, image = _check_fractions(fractions), to_rgb(image, max_pixels=None)
+    s = as_map(saliency, allow_negative=True, flat=token_boxes is not None)
+    if token_boxes is not None: token_boxes, s = as_token_boxes(token_boxes, s.size), s[None]   # one row of tokens
     base = baseline_image(image, fill or ("mean" if mode == "deletion" else "blur"), blur)
     rng = np.random.default_rng(seed)
     orders = [rank_cells(s, rng)] + [rng.permutation(s.size) for _ in range(n_random)]
@@ -398,7 +530,7 @@ def deletion_insertion(model, processor, image: Image.Image, question: str,
             chosen = np.zeros(s.size, bool); chosen[order[:k]] = True
             keys.append(chosen.tobytes())
             if keys[-1] in images: continue
-            mask = pixel_mask(chosen.reshape(s.shape), image.size)
+            mask = pixel_mask(chosen.reshape(s.shape), image.size) if token_boxes is None else token_pixel_mask(chosen, token_boxes, image.size)
             images[keys[-1]] = perturb(image, base, mask) if mode == "deletion" else perturb(base, image, mask)
     probs = dict(zip(images, completion_probability(model, processor, list(images.values()), question, answer, score,
                                                     system_prompt, batch_size)))
@@ -407,7 +539,8 @@ def deletion_insertion(model, processor, image: Image.Image, question: str,
 
 # %% ../nbs/02_metrics.ipynb #b153a8b3
 def deletion_insertion_batch(model, processor, images: list, questions: list, answers: list, saliency_maps: list,
-                             progress: bool = True, **kwargs) -> list[PerturbationCurve]:
+                             progress: bool = True, token_boxes: list | None = None, # per map: (n_i, 4) rectangles, or None for a grid map
+                             **kwargs) -> list[PerturbationCurve]:
     "`deletion_insertion` for each example (same keyword arguments for all), with a progress bar."
     from tqdm.auto import tqdm
     images, questions, answers, saliency_maps = (_rows(v, k) for k, v in dict(images=images, questions=questions, answers=answers,
@@ -416,5 +549,7 @@ def deletion_insertion_batch(model, processor, images: list, questions: list, an
     if not (len(questions) == len(answers) == len(saliency_maps) == n):
         raise ValueError(f"Need one question, answer and map per image: got {n} images, {len(questions)} questions, "
                          f"{len(answers)} answers, {len(saliency_maps)} maps")
-    return [deletion_insertion(model, processor, im, q, a, s, **kwargs)
-            for im, q, a, s in tqdm(zip(images, questions, answers, saliency_maps), total=n, disable=not progress)]
+    layouts = [None] * n if token_boxes is None else _rows(token_boxes, "token_boxes")
+    if len(layouts) != n: raise ValueError(f"Got {n} maps but {len(layouts)} token_boxes: pass one per map (None for a grid map)")
+    return [deletion_insertion(model, processor, im, q, a, s, token_boxes=t, **kwargs)
+            for im, q, a, s, t in tqdm(zip(images, questions, answers, saliency_maps, layouts), total=n, disable=not progress)]

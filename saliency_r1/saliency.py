@@ -19,7 +19,8 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from .data import SYSTEM_PROMPT, Box, to_rgb
 from .models import prepare_inputs
 from .weights import sharding
-from .adapters import VLMAdapter, adapter_for
+from .adapters import VLMAdapter, TokenLayout, adapter_for
+from .metrics import grid_boxes, token_density, token_raster
 from torch.distributed.fsdp import FullyShardedDataParallel
 from .attribution import (head_readout, value_logits, direct_contribution, cot_bottleneck, think_flow,
                                      saliency_map, chain_weights, token_chain, chain_support, attention_rows, rollout_step,
@@ -191,6 +192,14 @@ def find_spans(tokens: list[str],        # each completion id decoded on its own
         return think, between(a + lead + len(answer_tags[0]), a + lead + len(body) - len(answer_tags[1]))
     return think, between(a, len(text))
 
+# %% ../nbs/05_saliency.ipynb #6d899e91
+def _upsample_tokens(token_map: np.ndarray, token_boxes: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+    "A token map at (height, width) pixels: 'nearest' averages it over each pixel, 'bilinear' smooths a raster of the finest token's size."
+    h, w = size
+    if mode == "nearest": return token_density(token_map, token_boxes, (h, w)).astype(np.float32)
+    coarse = token_raster(token_map, token_boxes).astype(np.float32)
+    return F.interpolate(torch.from_numpy(coarse)[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
+
 # %% ../nbs/05_saliency.ipynb #77959cb6
 @dataclass
 class Explanation:
@@ -202,38 +211,47 @@ class Explanation:
     think_span: range | None        # completion indices of the thinking tokens (tags and edge whitespace excluded)
     answer_span: range | None       # completion indices of the answer tokens (before end of turn)
     valid: bool                     # both spans found; False means an all-zero map
-    grid: tuple[int, int]           # (gh, gw) of the image tokens
-    answer_map: np.ndarray          # float32 (gh, gw), non-negative
+    grid: tuple[int, int] | None    # (gh, gw) when the image tokens are one grid over the image; None for other layouts
+    answer_map: np.ndarray          # float32 (gh, gw) on a grid, else (n,) over the image tokens (a token map); non-negative
     think_flow: np.ndarray | None   # "chain"/"top_token": c(t) ≥ 0, "cot": signed flow; float32 (len(think_span),); else None
     method: str                     # one of METHODS: "chain", "top_token", "cot", "direct", "attention", "rollout", "gradient"
-    think_maps: np.ndarray | None = None # "chain"/"top_token": D_t of each thinking token, float32 (len(think_span), gh, gw); zero where chain_coverage < 1 skipped it
+    think_maps: np.ndarray | None = None # "chain"/"top_token": D_t of each thinking token, float32 (len(think_span), *map_shape); zero where chain_coverage < 1 skipped it
+    token_boxes: np.ndarray | None = None # (n, 4) rectangle (x1, y1, x2, y2) in [0, 1] of the image each image token covers; default: the grid's cells
     _row: object = field(default=None, repr=False, compare=False)
 
+    def __post_init__(self):
+        if self.token_boxes is None:
+            if self.grid is None: raise ValueError("An Explanation without a grid needs token_boxes: the rectangle each image token covers")
+            self.token_boxes = grid_boxes(self.grid)
+
+    @property
+    def map_shape(self) -> tuple[int, ...]:
+        "Shape of the maps: the grid, or (n,) for a token map."
+        return tuple(self.grid) if self.grid is not None else (len(self.token_boxes),)
+
     def token_map(self, k: int) -> np.ndarray:
-        "The signed direct map D_k = G_k on the image of completion token `k` (Saliency-R1's direct logit attribution), float32 (gh, gw)."
+        "The signed direct map D_k = G_k on the image of completion token `k` (Saliency-R1's direct logit attribution), float32 `map_shape`."
         if not 0 <= k < len(self.completion_ids): raise IndexError(f"token {k} is outside the completion (0..{len(self.completion_ids) - 1})")
         if self._row is None: raise ValueError("This explanation no longer holds its recording (e.g. a trainer's last_explanations): "
                                                "explain the completion again for token maps")
-        return self._row.direct(range(k, k + 1))[0].reshape(self.grid).numpy()
+        return self._row.direct(range(k, k + 1))[0].reshape(self.map_shape).numpy()
 
     def upsample(self, size, mode: str = "nearest") -> np.ndarray:
         "The answer map at pixel resolution: `size` is (height, width) or a PIL image; 'nearest' keeps the cells, 'bilinear' smooths."
         h, w = (size.height, size.width) if hasattr(size, "height") else size
+        if mode not in ("nearest", "bilinear"): raise ValueError(f"mode must be 'nearest' or 'bilinear', got {mode!r}")
+        if self.grid is None: return _upsample_tokens(self.answer_map, self.token_boxes, (h, w), mode)
         gh, gw = self.grid
         if mode == "nearest":
             rows, cols = ((np.arange(h) + 0.5) * gh / h).astype(int), ((np.arange(w) + 0.5) * gw / w).astype(int)
             return self.answer_map[rows][:, cols]
-        if mode == "bilinear":
-            return F.interpolate(torch.from_numpy(self.answer_map)[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
-        raise ValueError(f"mode must be 'nearest' or 'bilinear', got {mode!r}")
+        return F.interpolate(torch.from_numpy(self.answer_map)[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
 
     def weighted_think_maps(self) -> np.ndarray:
-        "c(t)·D_t of each thinking token, float32 (len(think_span), gh, gw): the terms whose sum, rectified, is the chain map."
+        "c(t)·D_t of each thinking token, float32 (len(think_span), *map_shape): the terms whose sum, rectified, is the chain map."
         if self.think_maps is None:
             raise ValueError(f"weighted_think_maps needs a valid 'chain' explanation (this one: method {self.method!r}, valid {self.valid})")
-        return self.think_flow[:, None, None] * self.think_maps
-
-
+        return self.think_flow.reshape(-1, *[1] * len(self.map_shape)) * self.think_maps
 
 # %% ../nbs/05_saliency.ipynb #6f748ac5
 class HeadReadouts:
@@ -261,9 +279,10 @@ class HeadReadouts:
 # %% ../nbs/05_saliency.ipynb #5c1649ef
 class _Row:
     "One example of a recording: attention rows, image values, readouts and norms in the map dtype; positions are contiguous ranges."
-    def __init__(self, rec: SaliencyRecording, b: int, completion_ids: torch.Tensor, grid: tuple[int, int],
+    def __init__(self, rec: SaliencyRecording, b: int, completion_ids: torch.Tensor, layout: TokenLayout,
                  readouts: HeadReadouts, dtype: torch.dtype = torch.float32):
-        self.rec, self.b, self.ad, self.P, self.grid = rec, b, rec.adapter, rec.prompt_length, grid
+        self.rec, self.b, self.ad, self.P, self.layout = rec, b, rec.adapter, rec.prompt_length, layout
+        self.shape = layout.grid or (len(layout.boxes),)  # of the maps
         self.readouts, self.dtype = readouts, dtype
         k0 = rec.layer_kv(0)[0]
         dev = k0.device
@@ -542,18 +561,18 @@ def _row_images(rec: SaliencyRecording) -> dict:
     rep, chunks = n // len(thw), rec.images["pixel_values"].split(thw.prod(-1).tolist())
     return {"pixel_values": torch.cat([c for c in chunks for _ in range(rep)]), "image_grid_thw": thw.repeat_interleave(rep, 0)}
 
-def _grids(rec: SaliencyRecording) -> list[tuple[int, int]]:
-    "The (gh, gw) of each row's single image, matching image_grid_thw to the rows in order."
+def _layouts(rec: SaliencyRecording) -> list[TokenLayout]:
+    "Where each row's image tokens lie on its single image (the adapter's `layouts`), checked against the prompt's image tokens."
     ad, ids = rec.adapter, rec.prompt["input_ids"]
-    thw = _row_images(rec).get("image_grid_thw")
     counts = ad.image_mask(ids).sum(1).tolist()
-    if thw is None or len(thw) != len(ids) or any(c == 0 for c in counts):
-        raise ValueError(f"Saliency maps need exactly one image per example: {len(ids)} prompts, image tokens per prompt {counts}, "
-                         f"{0 if thw is None else len(thw)} images")
-    grids = [ad.grid(t) for t in thw]
-    for b, (c, (gh, gw)) in enumerate(zip(counts, grids)):
-        if c != gh * gw: raise ValueError(f"Prompt {b} has {c} image tokens but its image grid is {gh}x{gw}: one image per example")
-    return grids
+    if any(c == 0 for c in counts):
+        raise ValueError(f"Saliency maps need exactly one image per example: {len(ids)} prompts, image tokens per prompt {counts}")
+    layouts = ad.layouts(_row_images(rec), ids)
+    for b, (c, lay) in enumerate(zip(counts, layouts)):
+        if c != len(lay.boxes):
+            raise ValueError(f"Prompt {b} has {c} image tokens but its image's layout has {len(lay.boxes)}"
+                             + (f" (grid {lay.grid[0]}x{lay.grid[1]})" if lay.grid else "") + ": one image per example")
+    return layouts
 
 # %% ../nbs/05_saliency.ipynb #db20392f
 def _numpy(x: torch.Tensor | None, shape=None) -> np.ndarray | None:
@@ -565,8 +584,8 @@ def _recorded_maps(row: _Row, c: _Completion, method: str, chain_coverage: float
     if chain is not None and method in ("chain", "top_token"): maps = chain if method == "chain" else _top_token(row, c.think, c.answer, chain)
     else:
         with torch.no_grad(): maps = RECORDED_METHODS[method](row, c.think, c.answer, **opts)
-    return dict(answer_map=_numpy(maps.answer, row.grid), think_flow=_numpy(maps.think_flow),
-                think_maps=_numpy(maps.think_maps, None if maps.think_maps is None else (-1, *row.grid)))
+    return dict(answer_map=_numpy(maps.answer, row.shape), think_flow=_numpy(maps.think_flow),
+                think_maps=_numpy(maps.think_maps, None if maps.think_maps is None else (-1, *row.shape)))
 
 def explain_batch(rec: SaliencyRecording,  # what record_saliency kept of the batch
                   completion_ids,          # (B, N) tensor (generated ids after the prompt) or list of id sequences
@@ -583,24 +602,24 @@ def explain_batch(rec: SaliencyRecording,  # what record_saliency kept of the ba
     if rec.prompt is None: raise ValueError("The recording is empty: call model.generate (or the model) inside record_saliency")
     tok = getattr(processor, "tokenizer", processor)
     ids, mask = _as_padded(completion_ids, tok.pad_token_id)
-    end_ids, grids = _end_ids(tok, rec.adapter.model), _grids(rec)
+    end_ids, layouts = _end_ids(tok, rec.adapter.model), _layouts(rec)
     comps = [_read_completion(tok, ids[b][mask[b].bool()].tolist(), end_ids, rec.prompt["input_ids"][b]) for b in range(len(ids))]
     valid = [c.think is not None and c.answer is not None for c in comps]
     if method == "gradient": grads = _gradient_maps(rec, ids, mask, [c.answer if v else None for c, v in zip(comps, valid)])
     with torch.no_grad(): readouts = HeadReadouts(rec.adapter, ids.to(rec.layer_kv(0)[0].device))  # on every rank
-    rows, chains = [_Row(rec, b, ids[b], grids[b], readouts, map_dtype) for b in range(len(ids))], {}
+    rows, chains = [_Row(rec, b, ids[b], layouts[b], readouts, map_dtype) for b in range(len(ids))], {}
     if method in ("chain", "top_token") and chain_coverage == 1:  # every example's chain at once
         todo = [b for b, ok in enumerate(valid) if ok]
         with torch.no_grad(): chains = dict(zip(todo, _chains([rows[b] for b in todo], [(comps[b].think, comps[b].answer) for b in todo])))
     out = []
     for b, (c, ok, row) in enumerate(zip(comps, valid, rows)):
-        maps = dict(answer_map=np.zeros(grids[b], np.float32), think_flow=None, think_maps=None)
-        if ok and method == "gradient": maps["answer_map"] = _numpy(grads[b], grids[b])
+        maps = dict(answer_map=np.zeros(row.shape, np.float32), think_flow=None, think_maps=None)
+        if ok and method == "gradient": maps["answer_map"] = _numpy(grads[b], row.shape)
         elif ok: maps = _recorded_maps(row, c, method, chain_coverage, chains.get(b))
         p_ids, p_mask = rec.prompt["input_ids"][b], rec.prompt.get("attention_mask")
         out.append(Explanation(text=c.text, prompt_ids=(p_ids if p_mask is None else p_ids[p_mask[b].bool()]).cpu().numpy(),
                                completion_ids=np.array(c.ids), tokens=c.tokens, think_span=c.think, answer_span=c.answer,
-                               valid=ok, grid=grids[b], method=method, _row=row, **maps))
+                               valid=ok, grid=layouts[b].grid, token_boxes=layouts[b].boxes, method=method, _row=row, **maps))
     return out
 
 # %% ../nbs/05_saliency.ipynb #3800d21f

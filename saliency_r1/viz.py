@@ -17,7 +17,7 @@ from PIL import Image
 from fastcore.basics import patch
 
 from .data import Box, parse_boxes
-from .metrics import as_map, energy_pointing_game
+from .metrics import as_map, energy_pointing_game, token_density, token_raster
 from .saliency import Explanation, METHODS, explain
 
 # %% auto #0
@@ -66,10 +66,13 @@ def map_rgba(saliency,                # a (gh, gw) or (H, W) map
     return rgba
 
 # %% ../nbs/06_viz.ipynb #de6d645b
-def upsample_map(saliency, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
-    "A (gh, gw) map at the (width, height) `size` of an image: cells repeated ('nearest') or interpolated ('bilinear')."
+def upsample_map(saliency, size: tuple[int, int], mode: str = "bilinear",
+                 token_boxes=None, # (n, 4) rectangles of a token map (02_metrics): rendered from them
+                ) -> np.ndarray:
+    "A (gh, gw) map (or a token map) at the (width, height) `size` of an image: cells repeated ('nearest') or interpolated ('bilinear')."
     if mode not in ("nearest", "bilinear"): raise ValueError(f"mode must be 'nearest' (cells) or 'bilinear', got {mode!r}")
-    s = np.asarray(saliency, dtype=np.float32)
+    if token_boxes is not None and mode == "nearest": return token_density(saliency, token_boxes, tuple(size)[::-1]).astype(np.float32)
+    s = np.asarray(saliency if token_boxes is None else token_raster(saliency, token_boxes), dtype=np.float32)
     resample = Image.NEAREST if mode == "nearest" else Image.BILINEAR
     return np.asarray(Image.fromarray(s, mode="F").resize(tuple(size), resample))
 
@@ -104,19 +107,20 @@ def show_saliency(image: Image.Image,      # the picture under the map
                   signed: bool = False,    # show negative values in blue instead of clipping them
                   vmax: float | None = None, # value of full colour (default: the map's max |value|); share it to compare maps
                   label: str | None = None, # the colour bar's label
+                  token_boxes=None,        # (n, 4) rectangle of each token when `saliency` is a token map (n,)
                  ):
     "Draw `saliency` over `image` with `boxes` outlined and a colour bar; energy-PG in the title when boxes are given. Returns `ax`."
-    s = as_map(saliency, allow_negative=True)
+    s = as_map(saliency, allow_negative=True, flat=token_boxes is not None)
     ax = ax if ax is not None else plt.subplots(figsize=(3.6, 3), layout="constrained")[1]
     cmap = cmap or (SIGNED_CMAP if signed else CMAP)
     top = vmax if vmax is not None else float(np.abs(s if signed else np.clip(s, 0, None)).max()) or 1.0
     ax.imshow(image, extent=_image_extent(image))
-    ax.imshow(map_rgba(upsample_map(s, image.size, mode), alpha, cmap, top, signed), extent=_image_extent(image),
+    ax.imshow(map_rgba(upsample_map(s, image.size, mode, token_boxes), alpha, cmap, top, signed), extent=_image_extent(image),
               interpolation="nearest")
     lines = [title] if title else []
     if parse_boxes(boxes):
         draw_boxes(ax, boxes, *image.size)
-        lines.append(f"energy-PG {energy_pointing_game(np.clip(s, 0, None), boxes):.2f}")
+        lines.append(f"energy-PG {energy_pointing_game(np.clip(s, 0, None), boxes, token_boxes):.2f}")
     if lines: ax.set_title("\n".join(lines), fontsize=8)
     if colorbar: _colorbar(ax.figure, ax, -top if signed else 0, top, cmap, label)
     ax.set_xlim(-0.5, image.size[0] - 0.5); ax.set_ylim(image.size[1] - 0.5, -0.5); ax.axis("off")
@@ -158,6 +162,10 @@ def plot_examples(images, questions, boxes=None, answers=None, truths=None, sali
     return fig
 
 # %% ../nbs/06_viz.ipynb #3dd35ee6
+def _tokens_of(e: Explanation) -> np.ndarray | None:
+    "The token rectangles a figure needs to render `e`'s maps: None for a grid (its cells), else `token_boxes`."
+    return None if e.grid is not None else e.token_boxes
+
 def _answer(e: Explanation) -> str | None:
     "The answer tokens of a valid explanation, joined and stripped."
     return "".join(e.tokens[i] for i in e.answer_span).strip() if e.valid else None
@@ -167,11 +175,11 @@ def show(self: Explanation, image, ax=None, boxes=None, alpha: float = 0.7, mode
          colorbar: bool = True):
     "Draw the answer map over `image`, with evidence `boxes` (normalized [x1, y1, x2, y2] or `Box`) outlined and a colour bar."
     title = f"{self.method} map, answer {_answer(self)!r}" if self.valid else f"{self.method}: invalid completion (no map)"
-    return show_saliency(image, self.answer_map, boxes, ax, alpha, cmap, mode, title, colorbar)
+    return show_saliency(image, self.answer_map, boxes, ax, alpha, cmap, mode, title, colorbar, token_boxes=_tokens_of(self))
 
 # %% ../nbs/06_viz.ipynb #7109a6ed
 def token_maps(e: Explanation, ks) -> np.ndarray:
-    "Signed direct maps D_k of completion tokens `ks`, float32 (len(ks), gh, gw): from the recording when the explanation keeps it, else from `think_maps`."
+    "Signed direct maps D_k of completion tokens `ks`, float32 (len(ks), *e.map_shape): from the recording when the explanation keeps it, else from `think_maps`."
     held = e._row is None and e.think_maps is not None and e.think_span is not None  # think_maps is zero where chain_coverage < 1 skipped a token
     return np.stack([e.think_maps[k - e.think_span.start] if held and k in e.think_span else e.token_map(k) for k in ks])
 
@@ -207,8 +215,10 @@ def plot_token_maps(explanation: Explanation,
     flow = dict(zip(e.think_span, e.think_flow)) if e.think_flow is not None and e.think_span is not None else {}
     for ax, k, m in zip(axs.flat, ks, maps):
         label = f"{k}: {e.tokens[k].strip() or e.tokens[k]!r}" + (f"\nc={flow[k]:.2g}" if k in flow and e.method in ("chain", "top_token") else "")
-        if image is not None: show_saliency(image, m, boxes, ax, alpha, signed=True, vmax=top, colorbar=False, mode="nearest")
-        else: ax.imshow(m, cmap=SIGNED_CMAP, vmin=-top, vmax=top); ax.set_xticks([]); ax.set_yticks([])
+        if image is not None: show_saliency(image, m, boxes, ax, alpha, signed=True, vmax=top, colorbar=False, mode="nearest", token_boxes=_tokens_of(e))
+        else:
+            ax.imshow(m if e.grid is not None else token_raster(m, e.token_boxes), cmap=SIGNED_CMAP, vmin=-top, vmax=top)
+            ax.set_xticks([]); ax.set_yticks([])
         ax.set_title(label, fontsize=TEXT_PT, color=_ROLE_COLOURS[_role(e, k)])
     for ax in axs.flat[len(ks):]: ax.axis("off")
     fig.suptitle(_wrap("what each token was written from (direct maps D_k): thinking in blue, answer in orange", fig.get_figwidth()),
@@ -281,11 +291,11 @@ def plot_reasoning_flow(explanation: Explanation,  # a valid "chain" (or "top_to
     share = c[order].sum() / c.sum() if c.sum() > 0 else 0.0
     axs = [fig.add_subplot(gs[1, j]) for j in range(k)]
     for ax, t in zip(axs, order):
-        show_saliency(image, weighted[t], boxes, ax, signed=True, vmax=vmax, colorbar=False,
+        show_saliency(image, weighted[t], boxes, ax, signed=True, vmax=vmax, colorbar=False, token_boxes=_tokens_of(e),
                       title=f"{think[t].strip()!r}: c = {c[t]:.2g}\n({c[t] / c.sum():.0%} of Σc)" if c.sum() > 0 else repr(think[t]))
     _colorbar(fig, axs, -vmax, vmax, SIGNED_CMAP, "c(t)·D_t", fraction=0.02, pad=0.02)
     ax = fig.add_subplot(gs[1, k])
-    show_saliency(image, e.answer_map, boxes, ax, title="answer map\n= ReLU(Σ_t c(t)·D_t)", label="logit contribution")
+    show_saliency(image, e.answer_map, boxes, ax, title="answer map\n= ReLU(Σ_t c(t)·D_t)", label="logit contribution", token_boxes=_tokens_of(e))
     fig.text(0.5, 0.1 / height, f"The {k} heaviest thinking tokens carry {share:.0%} of what the answer draws from the thinking.\n"
                                 "Red: regions that token was written from; blue: regions that argued against it.",
              ha="center", va="bottom", fontsize=8, color="dimgrey", linespacing=1.4)
@@ -306,7 +316,7 @@ def compare_methods(model, processor, image: Image.Image, question: str, methods
     ncols = min(ncols, len(exps)); nrows = -(-len(exps) // ncols)
     fig, axs = plt.subplots(nrows, ncols, figsize=(size * ncols, size * 0.92 * nrows + 0.35), squeeze=False, layout="constrained")
     for ax, (m, e) in zip(axs.flat, exps.items()):
-        show_saliency(image, e.answer_map, boxes, ax, mode=mode, title=m if e.valid else f"{m}: invalid completion")
+        show_saliency(image, e.answer_map, boxes, ax, mode=mode, title=m if e.valid else f"{m}: invalid completion", token_boxes=_tokens_of(e))
     for ax in axs.flat[len(exps):]: ax.axis("off")
     first = next(iter(exps.values()))
     fig.suptitle(_wrap(f"{question} → {_answer(first) or first.text[-40:]!r}", fig.get_figwidth()), fontsize=9)
@@ -374,7 +384,7 @@ def _figure_maps(self: SaliencyExplorer):
     boxes = row.get("bbox")
     fig, axs = plt.subplots(1, 2, figsize=(7.6, 3.4), layout="constrained")
     show_saliency(row["image"], token_maps(e, [k])[0], boxes, axs[0], self.opacity.value, signed=True, mode="nearest",
-                  title=f"token {k} {e.tokens[k]!r} ({_role(e, k)}):\nwhat it was written from", label="logit contribution")
+                  title=f"token {k} {e.tokens[k]!r} ({_role(e, k)}):\nwhat it was written from", label="logit contribution", token_boxes=_tokens_of(e))
     e.show(row["image"], ax=axs[1], boxes=boxes, alpha=self.opacity.value)
     return fig
 
