@@ -25,7 +25,7 @@ __all__ = ['QWEN_SPECIAL_TOKENS', 'THINK_TOKENS', 'QWEN_CHAT_TEMPLATE', 'ImageOn
            'I3_TOKENS', 'G3_IMAGE', 'G3_PATCH', 'G3_SIDE', 'ImageOnlyInternVLProcessor', 'IV_TILE', 'IV_PATCH',
            'world_corpus', 'build_tokenizer', 'Family', 'tiny_config', 'tiny_processor', 'tiny_vlm',
            'prepare_conversations', 'prepare_inputs', 'load_processor', 'check_checkpoint', 'cap_pixels', 'load_vlm',
-           'pretrained_tiny', 'chat_template', 'grid_boxes', 'image_token_boxes', 'measured_token_boxes']
+           'pretrained_tiny', 'chat_template', 'image_token_boxes', 'measured_token_boxes']
 
 # %% ../nbs/01_models.ipynb #1cb11cb2
 QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -334,8 +334,8 @@ def chat_template(image: str, # what the template writes for an image part (the 
 
 
 # %% ../nbs/01_models.ipynb #c0f1a2b6
-def grid_boxes(rows: int, cols: int, x0=0., y0=0., x1=1., y1=1.) -> np.ndarray:
-    "Boxes (x1, y1, x2, y2) of a `rows` x `cols` raster of cells over the rectangle (x0, y0)-(x1, y1), row by row."
+def _cell_boxes(rows: int, cols: int, x0=0., y0=0., x1=1., y1=1.) -> np.ndarray:
+    "Boxes (x1, y1, x2, y2) of a `rows` x `cols` raster of cells over the rectangle (x0, y0)-(x1, y1), row by row (`metrics.grid_boxes` over a part)."
     ys, xs = np.linspace(y0, y1, rows + 1), np.linspace(x0, x1, cols + 1)
     return np.array([(xs[c], ys[r], xs[c + 1], ys[r + 1]) for r in range(rows) for c in range(cols)], dtype=float).reshape(-1, 4)
 
@@ -352,7 +352,7 @@ def _qwen_boxes(processor, height, width):
     ip = processor.image_processor
     factor = ip.patch_size * ip.merge_size
     h, w = smart_resize(height, width, factor, ip.size.shortest_edge, ip.size.longest_edge)
-    return grid_boxes(h // factor, w // factor)   # smart_resize stretches the whole image onto the grid
+    return _cell_boxes(h // factor, w // factor)   # smart_resize stretches the whole image onto the grid
 
 _BOXES.update({Qwen2VLProcessor: _qwen_boxes, Qwen2_5_VLProcessor: _qwen_boxes, Qwen3VLProcessor: _qwen_boxes})
 
@@ -434,8 +434,8 @@ def _llava_onevision_boxes(processor, height, width):
     x = lambda c: (c0 * cell + c * (c1 - c0) * cell / cols - px) / nw
     y = lambda r: (r0 * cell + r * (r1 - r0) * cell / rows - py) / nh
     crops = np.full((rows, cols + 1, 4), np.nan)                                    # + one newline token per row
-    crops[:, :cols] = np.clip(grid_boxes(rows, cols, x(0), y(0), x(cols), y(rows)).reshape(rows, cols, 4), 0, 1)
-    return np.concatenate([grid_boxes(n, n), crops.reshape(-1, 4)])                # base image (squashed to a square) first
+    crops[:, :cols] = np.clip(_cell_boxes(rows, cols, x(0), y(0), x(cols), y(rows)).reshape(rows, cols, 4), 0, 1)
+    return np.concatenate([_cell_boxes(n, n), crops.reshape(-1, 4)])                # base image (squashed to a square) first
 
 _BOXES[LlavaOnevisionProcessor] = _llava_onevision_boxes
 
@@ -464,17 +464,17 @@ FAMILIES["idefics3"] = Family(_idefics3_config, dict(model_type="llama"), dict(i
 def _idefics3_boxes(processor, height, width):
     ip, n = processor.image_processor, math.isqrt(processor.image_seq_len)
     tile = ip.max_image_size["longest_edge"]
-    if not ip.do_image_splitting: return grid_boxes(n, n)                            # one view, squashed to a square
+    if not ip.do_image_splitting: return _cell_boxes(n, n)                            # one view, squashed to a square
     h, w = get_resize_output_image_size(np.empty((height, width)), ip.size.longest_edge) if ip.do_resize else (height, width)
     if w >= h: W = math.ceil(w / tile) * tile; H = math.ceil(int(W / (w / h)) / tile) * tile   # stretched to whole tiles
     else: H = math.ceil(h / tile) * tile; W = math.ceil(int(H * w / h) / tile) * tile
     if H <= tile and W <= tile:                                                     # no split: one view, padded bottom-right
-        b = grid_boxes(n, n, 0, 0, tile / W, tile / H)
+        b = _cell_boxes(n, n, 0, 0, tile / W, tile / H)
         b[(b[:, 0] >= 1) | (b[:, 1] >= 1)] = np.nan
         return np.minimum(b, 1)
     rows, cols = H // tile, W // tile
-    tiles = [grid_boxes(n, n, c / cols, r / rows, (c + 1) / cols, (r + 1) / rows) for r in range(rows) for c in range(cols)]
-    return np.concatenate(tiles + [grid_boxes(n, n)])                              # tiles row by row, then the global view
+    tiles = [_cell_boxes(n, n, c / cols, r / rows, (c + 1) / cols, (r + 1) / rows) for r in range(rows) for c in range(cols)]
+    return np.concatenate(tiles + [_cell_boxes(n, n)])                              # tiles row by row, then the global view
 
 _BOXES[Idefics3Processor] = _idefics3_boxes
 
@@ -508,7 +508,7 @@ FAMILIES["gemma3"] = Family(_gemma3_config, dict(model_type="gemma3_text", slidi
 def _gemma3_boxes(processor, height, width):
     if processor.image_processor.do_pan_and_scan: raise ValueError("Gemma 3 boxes: pan-and-scan crops are not supported; set do_pan_and_scan=False")
     n = math.isqrt(processor.image_seq_length)
-    return grid_boxes(n, n)                                                         # one view, squashed to a square
+    return _cell_boxes(n, n)                                                         # one view, squashed to a square
 
 _BOXES[Gemma3Processor] = _gemma3_boxes
 
@@ -535,9 +535,9 @@ FAMILIES["internvl"] = Family(_internvl_config, dict(model_type="qwen2"), dict(i
 def _internvl_boxes(processor, height, width):
     ip, n = processor.image_processor, math.isqrt(processor.image_seq_length)   # InternVLProcessor always crops to tiles
     cols, rows = get_optimal_tiled_canvas((height, width), (ip.size.height, ip.size.width), ip.min_patches, ip.max_patches)
-    if ip.max_patches <= 1 or cols * rows == 1: return grid_boxes(n, n)           # one tile, no thumbnail
-    tiles = [grid_boxes(n, n, c / cols, r / rows, (c + 1) / cols, (r + 1) / rows) for r in range(rows) for c in range(cols)]
-    return np.concatenate(tiles + [grid_boxes(n, n)])                              # tiles row by row, then the thumbnail
+    if ip.max_patches <= 1 or cols * rows == 1: return _cell_boxes(n, n)           # one tile, no thumbnail
+    tiles = [_cell_boxes(n, n, c / cols, r / rows, (c + 1) / cols, (r + 1) / rows) for r in range(rows) for c in range(cols)]
+    return np.concatenate(tiles + [_cell_boxes(n, n)])                              # tiles row by row, then the thumbnail
 
 _BOXES[InternVLProcessor] = _internvl_boxes
 
