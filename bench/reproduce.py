@@ -243,6 +243,36 @@ def placebo_verdict(results: dict, arm: str = "D", controls=("B", "S", "R")) -> 
     out = {c: (verdict(results, arm, c, PLACEBO_METRICS) if c in results else None) for c in controls}
     return out | dict(holds=all(v and v["holds"] for v in out.values()))
 
+def load_records(path: Path, prefix: str = ""):
+    "An `EvalReport` (records and settings) from `save_records`' file; `prefix` makes its question ids distinct (per seed)."
+    import gzip
+    from saliency_r1.evaluate import EvalReport
+    data = json.loads(gzip.decompress(path.read_bytes()))
+    for r in data["records"]: r["id"] = prefix + r["id"]
+    return EvalReport.from_json(json.dumps(data))
+
+def _diffs(cmp) -> dict:
+    "The numbers of a `ComparisonReport` this study reports: accuracy (McNemar) and energy-PG of both maps, with their CIs."
+    s = cmp.summary()
+    return dict(n=s["n"], accuracy=s["accuracy"]._asdict(), **{f"{m}_energy_pg": s["maps"][m]["energy_pg"]._asdict() for m in MAPS})
+
+def paired_comparisons(cache: Path, a: dict, seeds: list, split: str, arm: str = "D", controls=("B", "S", "R")) -> dict:
+    """Per control, set (no hint, hint wrong) and seed, `arm` − control paired by question (`compare`: exact McNemar for
+    accuracy, paired bootstrap for energy-PG); and pooled over seeds, each (seed, question) a pair."""
+    from saliency_r1.evaluate import EvalReport, compare
+    records = lambda k, s, name: run_dir(cache, k, s, a) / f"records_{split}_{a['n']}_{a['deletion']}_{name}.json.gz"
+    pool = lambda reps: EvalReport(reps[0].methods, [r for rep in reps for r in rep.records], info=reps[0].info)
+    out = {}
+    for c in controls:
+        for name in ("absent", "conflict"):
+            have = [s for s in seeds if records(arm, s, name).exists() and records(c, s, name).exists()]
+            if not have: continue
+            pairs = [(load_records(records(c, s, name), f"{s}:"), load_records(records(arm, s, name), f"{s}:")) for s in have]
+            per_seed = {s: _diffs(compare(x, y, methods=MAPS, names=(c, arm))) for s, (x, y) in zip(have, pairs)}
+            pooled = compare(pool([x for x, _ in pairs]), pool([y for _, y in pairs]), methods=MAPS, names=(c, arm))
+            out[f"{arm}-{c}"] = out.get(f"{arm}-{c}", {}) | {name: dict(pooled=_diffs(pooled), per_seed=per_seed)}
+    return out
+
 ROWS = [("accuracy", "accuracy (no shortcut)", 3), ("accuracy_hint", "accuracy (shortcut)", 3),
         ("blank_accuracy_hint", "shortcut, grey image", 3), ("accuracy_right", "accuracy (hint right)", 3),
         ("accuracy_conflict", "accuracy (hint wrong)", 3), ("blank_accuracy_right", "hint right, grey image", 3),
@@ -457,6 +487,7 @@ def main(argv=None):
                examples={k: rs[0]["examples"] for k, rs in results.items()},
                validation=({k: [dict(seed=r["seed"], metrics=r["metrics"]) for r in rs] for k, rs in view("validation").items()}
                            | summarize(view("validation"))) if len(evals) > 1 else None,
+               paired=paired_comparisons(a.cache, settings, a.seeds, a.split) if {"S", "R"} & set(a.arms) else None,
                minutes_total=round((time.time() - t0) / 60, 1), compute=compute(done.values(), a.workers), versions=versions())
     a.out.write_text(json.dumps(out, indent=1))
     table = markdown_table(results, dict(n=a.n, deletion=a.deletion, seeds=a.seeds))

@@ -76,6 +76,11 @@ def test_tiny_run_writes_json_table_figures_and_reuses_its_cache(tmp_path):
     for arm, reward in (("D", "saliency_reward"), ("R", "placebo_reward")):  # logged every step, with the zero-spread share
         curve = r["runs"][arm][0]["curve"]
         assert [c["step"] for c in curve] == [1, 2] and all(f"rewards/{reward}/std" in c and "frac_reward_zero_std" in c for c in curve)
+    for c in ("B", "S", "R"):  # D against each control, paired by question: McNemar counts and bootstrap intervals
+        d = r["paired"][f"D-{c}"]["conflict"]
+        assert d["pooled"]["n"] == 6 and set(d["per_seed"]) == {"0"} and 0 <= d["pooled"]["accuracy"]["p"] <= 1
+        e = d["pooled"]["top_token_energy_pg"]
+        assert e["ci_low"] <= e["diff"] <= e["ci_high"]
     assert r["compute"]["runs"] == 5 and r["compute"]["train_cpu_minutes"] > 0 and r["compute"]["eval_minutes"] > 0
     assert r["command"].startswith("python bench/reproduce.py") and r["versions"]["trl"] and r["versions"]["torch"]
     shown = r["examples"]["B"]  # the first question of each template (at most 4), the same for every arm, with 4x4 maps
