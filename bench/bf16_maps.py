@@ -14,7 +14,9 @@ the embeddings, each decoder layer, the final norm and lm_head one at a time, so
     python bench/bf16_maps.py --tiny     # the shipped tiny model in bf16, 24 scenes (seed 2024), about a minute
     python bench/bf16_maps.py --3b [--device cuda]  # a random-init Qwen2.5-VL-3B-shaped model, batch 1, 448 px, 128 thinking tokens:
                                          # generate time, map time, memory, maps against the naive eager path (~12 min here)
-Writes bench/results/bf16_maps_{tiny,3b}.json.
+Writes bench/results/bf16_maps_{tiny,3b}.json, each with its provenance (tools/results.py's `provenance`: the command,
+versions, commit and hashes of uncommitted files, taken when the run starts), which `make results` reads to tell when
+the file is stale; the README's bf16 tables are rendered from them by tools/readme.py.
 """
 from __future__ import annotations
 import argparse, contextlib, copy, json, resource, statistics, sys, time
@@ -24,6 +26,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from results import provenance  # the command, versions, commit and uncommitted files a results file stores
 from saliency_overhead import build, forcing, naive_maps, scripted_completions  # the overhead benchmark's model and scripts
 
 from saliency_r1.data import make_shapes_dataset
@@ -104,8 +108,9 @@ def compare(a_maps: dict, b_maps: dict, boxes=None) -> dict:
     return out
 
 
-def tiny(args):
-    "The shipped tiny model in bf16 against a float32 forward of its bf16 weights, on 24 scenes; checks the per-block float32 forward too."
+def tiny(args, prov: dict):
+    """The shipped tiny model in bf16 against a float32 forward of its bf16 weights, on 24 scenes; checks the per-block float32
+    forward too. `prov`: the provenance stored in the results file."""
     model, processor = pretrained_tiny(dtype=torch.bfloat16)
     rows = make_shapes_dataset(args.scenes, seed=2024)
     inputs = prepare_inputs(processor, list(rows["image"]), list(rows["problem"]))
@@ -117,8 +122,9 @@ def tiny(args):
     print(f"tiny model, bf16, {args.scenes} scenes: per-block float32 forward vs a float32 copy: {check:.1e}")
     a = forced(model, processor, inputs, ids, METHODS, torch.float32, torch.bfloat16)
     with float32_forward(model): b = forced(model, processor, inputs, ids)
-    result = dict(scenes=args.scenes, seed=2024, per_block_float32_check=check, methods=compare(a, b, [r["bbox"] for r in rows]))
-    (RESULTS / "bf16_maps_tiny.json").write_text(json.dumps(result, indent=1))
+    result = prov | dict(scenes=args.scenes, seed=2024, threads=args.threads, per_block_float32_check=check,
+                         methods=compare(a, b, [r["bbox"] for r in rows]))
+    (RESULTS / "bf16_maps_tiny.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
 def peak_gb() -> float:
@@ -154,8 +160,8 @@ def naive_forced(model, inputs, ids, tok) -> dict:
     return maps, sum(a.numel() * a.element_size() for a in out.attentions)
 
 
-def shape_3b(args):
-    "Generate, record and map at the Qwen2.5-VL-3B shape in bf16 (batch 1, 448 px, 128 thinking tokens)."
+def shape_3b(args, prov: dict):
+    "Generate, record and map at the Qwen2.5-VL-3B shape in bf16 (batch 1, 448 px, 128 thinking tokens); `prov`: the provenance stored."
     t0, c0 = time.perf_counter(), time.process_time()  # wall and CPU seconds: on a shared machine CPU / threads is the free-machine time
     model, processor, inputs = build(args.size, torch.bfloat16, args.device, args.image, 1)
     res = dict(params=sum(p.numel() for p in model.parameters()), build_s=time.perf_counter() - t0,
@@ -189,7 +195,8 @@ def shape_3b(args):
     res["float32_forward_and_maps_s"] = time.perf_counter() - t
     res["precision"] = compare(a, b)
     res["peak_gb"], res["total_s"], res["total_cpu_s"] = peak_gb(), time.perf_counter() - t0, time.process_time() - c0
-    (RESULTS / f"bf16_maps_{args.size}.json").write_text(json.dumps(res, indent=1))
+    settings = dict(size=args.size, image=args.image, device=args.device, threads=args.threads)
+    (RESULTS / f"bf16_maps_{args.size}.json").write_text(json.dumps(prov | settings | res, indent=1) + "\n")
     print(f"total {res['total_s'] / 60:.1f} min wall, {res['total_cpu_s'] / 60:.1f} CPU min on {args.threads} threads; "
           f"peak memory {res['peak_gb']:.1f} GB", flush=True)
 
@@ -208,8 +215,9 @@ def main():
     if not (args.tiny or args.b3): ap.error("pass --tiny, --3b or both")
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(exist_ok=True)
-    if args.tiny: tiny(args)
-    if args.b3: shape_3b(args)
+    prov = provenance()  # the code as the run starts
+    if args.tiny: tiny(args, prov)
+    if args.b3: shape_3b(args, prov)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@ AUC below the random control by more than 3 SE.
 
     python bench/map_quality.py [--n 300] [--deletion 60] [--threads 1] [--out bench/results/map_quality.json]
 
-Prints markdown tables and the minutes taken; writes the JSON (settings, targets, both reports' summaries overall and
-per template; the per-example records stay in memory, `EvalReport.records`, to keep the file small). One torch thread
+Prints markdown tables and the minutes taken; writes the JSON (its provenance: tools/results.py's `provenance`, the
+command, versions, commit and hashes of uncommitted files as the run starts, which `make results` reads to tell when the
+file is stale; settings, targets, both reports' summaries overall and per template; the per-example records stay in
+memory, `EvalReport.records`, to keep the file small). One torch thread
 by default: on 2 cores shared with other work, two threads whose parallel regions wait on each other made evaluation
 about ten times slower.
 
@@ -22,8 +24,7 @@ uniform map (1.76x / 1.68x), pointing game 0.60 / 0.57, deletion AUC 0.089 ± 0.
 ranking (5.7 / 5.6 SE); cot 0.146 / 0.170, direct 0.149 / 0.125; count, exists and relation questions at or near the
 uniform map. Insertion barely moves for any method (within ± 0.004 of random).
 """
-import os, argparse, json, platform, sys, time
-from importlib.metadata import version
+import os, argparse, json, sys, time
 from pathlib import Path
 
 import torch
@@ -32,6 +33,10 @@ from saliency_r1.data import make_shapes_dataset
 from saliency_r1.evaluate import evaluate
 from saliency_r1.models import pretrained_tiny
 from saliency_r1.saliency import METHODS
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+from results import provenance  # the command, versions, commit and uncommitted files a results file stores
 
 CHECKPOINTS = {"sft": None, "wander": "wander"}  # label -> pretrained_tiny variant
 
@@ -86,6 +91,7 @@ def main():
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "map_quality.json"))
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    prov = provenance()  # the code as the run starts
     t0 = time.time()
     data = make_shapes_dataset(a.n, seed=a.seed)
     reports, minutes = {}, {}
@@ -110,10 +116,9 @@ def main():
                                         f"({'met' if v['deletion_target_met'] else 'NOT met'}, target 3)" for k, v in tg.items()))
     print(f"\ntotal {total} minutes on {a.threads} thread(s) ({minutes})")
     out = Path(a.out); out.parent.mkdir(parents=True, exist_ok=True)
-    result = dict(command=" ".join(["python"] + sys.argv), settings=dict(vars(a), out=os.path.relpath(a.out, Path(__file__).resolve().parent.parent)), minutes=dict(minutes, total=total), targets=tg,
-                  versions={k: version(k) for k in ("torch", "transformers", "saliency_r1")}, python=platform.python_version(),
-                  reports={k: {f: v for f, v in json.loads(r.to_json()).items() if f != "records"} for k, r in reports.items()})
-    out.write_text(json.dumps(result, indent=1))
+    result = prov | dict(settings=dict(vars(a), out=os.path.relpath(out.resolve(), ROOT)), minutes=dict(minutes, total=total), targets=tg,
+                         reports={k: {f: v for f, v in json.loads(r.to_json()).items() if f != "records"} for k, r in reports.items()})
+    out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
 
 if __name__ == "__main__":

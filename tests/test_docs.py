@@ -181,7 +181,7 @@ def test_readme_tables_come_from_results_files():
     import readme
     assert readme.refresh_notebook(write=False) == [], "run `python tools/readme.py`: results blocks differ from bench/results"
     text = (ROOT / "README.md").read_text()
-    assert {"map_quality", "map_quality_headline", "grpo_signal"} <= set(re.findall(r"<!-- results: ([\w-]+) -->", text))
+    assert set(readme.RENDERERS) <= set(re.findall(r"<!-- results: ([\w-]+) -->", text)), "every renderer's block is on the landing page"
     links = re.findall(r"\]\(https://github.com/saliency-r1/saliency_r1/blob/main/(bench/results/[^)]+)\)", text)
     assert len(links) >= 2 and all((ROOT / link).is_file() for link in links), links
     for f in (ROOT / "bench" / "results").glob("*.json"):

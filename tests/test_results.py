@@ -34,6 +34,19 @@ def test_readme_tables_come_from_results_files_that_store_their_command():
         assert json.loads((ROOT / "bench" / "results" / f"{name}.json").read_text()).get("command"), name
 
 
+def test_readme_benches_store_their_provenance():
+    "The bench scripts behind the README's tables store `provenance()` (command, versions, commit, uncommitted hashes) in their files."
+    for name in set(readme.FILES.values()):
+        script = results.status(name)["command"].split()[1]
+        assert "provenance()" in (ROOT / script).read_text(), f"{script} (writes {name}.json) does not store provenance()"
+
+
+def test_results_blocks_end_at_their_own_marker():
+    "An empty block next to another is filled on its own, not swallowed with its neighbour."
+    blocks = "<!-- results: a -->\n<!-- /results -->\n\ntext\n<!-- results: b -->\nold\nlines\n<!-- /results -->\n"
+    assert [(m.group(2), m.group(3)) for m in readme._BLOCK.finditer(blocks)] == [("a", ""), ("b", "old\nlines\n")]
+
+
 def test_measured_follows_imports():
     "The code a bench script measures: itself, the library modules it imports and theirs, the shipped checkpoints."
     m = results.measured("bench/grpo_signal.py")

@@ -21,7 +21,7 @@ INDEX = ROOT / "nbs" / "index.ipynb"
 RESULTS = ROOT / "bench" / "results"
 FIGURE = Path("nbs/images/landing.png")  # relative to ROOT: the README links it from there
 BLOB = "https://github.com/saliency-r1/saliency_r1/blob/main/"  # settings.ini's git_url: results files link there (the site does not publish them)
-_BLOCK = re.compile(r"(<!-- results: ([\w-]+) -->\n)(.*?\n)?(<!-- /results -->)", re.S)
+_BLOCK = re.compile(r"(<!-- results: ([\w-]+) -->\n)((?:(?!<!-- /?results)[^\n]*\n)*)(<!-- /results -->)")  # lines up to its own end marker
 
 
 def _load(name: str) -> dict: return json.loads((RESULTS / f"{name}.json").read_text())
@@ -93,8 +93,44 @@ def grpo_signal() -> str:
             + "\n".join(rows))
 
 
-RENDERERS = {"map_quality": map_quality, "map_quality_headline": map_quality_headline, "grpo_signal": grpo_signal}
-FILES = {"map_quality": "map_quality", "map_quality_headline": "map_quality", "grpo_signal": "grpo_signal"}  # block -> the results file it reads
+def _pct(v: float) -> str: return f"{v:.1%}"
+def _spread(s: dict) -> str: return _pct(s["median"]) if s["median"] == s["max"] else f"{_pct(s['median'])} / {_pct(s['max'])}"
+def _link(name: str) -> str: return f"[`bench/results/{name}.json`]({BLOB}bench/results/{name}.json)"
+_FORWARD, _ARITH = "forward (A vs B)", "bf16 arithmetic too (A16 vs B)"  # bench/bf16_maps.py's keys
+
+
+def bf16_maps_tiny() -> str:
+    "What a bf16 forward does to each map of the shipped tiny model, from bf16_maps_tiny.json."
+    d = _load("bf16_maps_tiny")
+    rows = ["| map | bf16 forward (median / max) | bf16 forward and map arithmetic (median / max) | energy-PG, bf16 / float32 forward (mean abs. difference) |",
+            "|---|---|---|---|"]
+    for m, r in d["methods"].items():
+        e = r["energy-PG"]
+        rows.append(f"| {m} | {_spread(r[_FORWARD])} | {_spread(r[_ARITH])} | {e['A']:.3f} / {e['B']:.3f} ({e['mean_abs_diff']:.4f}) |")
+    return (f"`{d['command']}` ({_link('bf16_maps_tiny')}): the shipped tiny model in bf16 on its own completions of "
+            f"{d['scenes']} scenes (seed {d['seed']}). Each map from the bf16 forward (with the library's float32 map arithmetic; "
+            "then with bf16 arithmetic too) against the map from a float32 forward of the same weights: the largest difference "
+            "relative to that map's peak, median / max over the scenes.\n\n" + "\n".join(rows))
+
+
+def bf16_maps_3b() -> str:
+    "Cost and precision of the maps at the Qwen2.5-VL-3B shape in bf16, from bf16_maps_3b.json."
+    d = _load("bf16_maps_3b")
+    forward = ", ".join(f"{_spread(r[_FORWARD])} ({m})" for m, r in d["precision"].items())
+    naive = " / ".join(_pct(d["recorded_vs_naive"][m]) for m in ("chain", "cot"))
+    return (f"`{d['command']}` ({_link('bf16_maps_3b')}, not in the suite): a randomly initialised model of the "
+            f"Qwen2.5-VL-3B shape ({d['params'] / 1e9:.2f}B parameters, {d['model_bytes'] / 1e9:.1f} GB of bf16 weights) on "
+            f"{'CPU' if d['device'] == 'cpu' else 'a GPU'}, one {d['image']} px image ({d['image_tokens']} image tokens) and "
+            f"{d['thinking_tokens']} thinking tokens. The recorded generate took {d['generate_recorded_s']:.0f} s; the chain map "
+            f"then {d['maps_chain_s']:.1f} s and the cot map {d['maps_cot_s']:.1f} s, from a recording of "
+            f"{d['recording_bytes'] / 1e6:.0f} MB and readouts of {d['readout_bytes'] / 1e6:.0f} MB. Against a float32 forward of "
+            f"the same weights the bf16 forward moves the maps by {forward} of their peak; the chain / cot maps are within "
+            f"{naive} of the naive path's (one eager forward with `output_attentions`).")
+
+
+RENDERERS = {"map_quality": map_quality, "map_quality_headline": map_quality_headline, "grpo_signal": grpo_signal,
+             "bf16_maps_tiny": bf16_maps_tiny, "bf16_maps_3b": bf16_maps_3b}
+FILES = {name: name for name in RENDERERS} | {"map_quality_headline": "map_quality"}  # block -> the results file it reads
 
 
 def refresh(text: str) -> str:

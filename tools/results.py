@@ -19,9 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-COMMANDS = {  # results files that do not store their command
-    "bf16_maps_tiny": "python bench/bf16_maps.py --tiny", "bf16_maps_3b": "python bench/bf16_maps.py --3b",
-    "memory_table": "python bench/memory_table.py"}
+COMMANDS = {"memory_table": "python bench/memory_table.py"}  # results files that do not store their command
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "numpy", "saliency_r1")
 
 
