@@ -351,8 +351,9 @@ def zero_spread_figure(runs: dict, window: int = 10):
         logs = [l for l in logs if l and None not in l]
         if not logs: continue
         y = np.mean([l[:min(map(len, logs))] for l in logs], axis=0)
-        y = np.convolve(y, np.ones(window) / window, mode="valid")
-        ax.plot(np.arange(len(y)) + window, y, color=COLOURS[k], label=f"{k}: {ARMS[k]['label']}")
+        w = min(window, len(y))
+        y = np.convolve(y, np.ones(w) / w, mode="valid")
+        ax.plot(np.arange(len(y)) + w, y, color=COLOURS[k], label=f"{k}: {ARMS[k]['label']}")
     ax.set(xlabel="GRPO step", ylabel="groups with zero reward spread", ylim=(0, 1))
     ax.legend(fontsize=8, ncols=2, loc="upper right")
     return fig
