@@ -140,6 +140,8 @@ body.jp-Notebook { margin: 0; padding: 0; display: flex; font-family: system-ui,
 #page { flex: 1; min-width: 0; max-width: 1000px; padding: 1rem 2rem 4rem; }
 #title-block .description { color: #555; font-size: 1.05rem; margin-bottom: 1.5rem; }
 .jp-RenderedMarkdown pre { background: #f5f5f7; padding: 0.5rem 0.75rem; border-radius: 4px; overflow-x: auto; }
+.jp-RenderedMarkdown pre, .jp-RenderedMarkdown pre code { white-space: pre; }  /* scroll like the site's code blocks: wrapping breaks indentation */
+.jp-RenderedHTMLCommon a code { color: var(--jp-content-link-color, #2780e3); }  /* a linked name looks like a link */
 """
 
 
@@ -197,6 +199,7 @@ def main(argv=None):
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     r = build(Path(a.out).resolve())
     if r["missing"]: print(f"listed in _quarto.yml but not written yet: {', '.join(r['missing'])}")
+    if not MATHJAX_LOCAL.exists(): print("math loads MathJax from a CDN (needs the network): `apt-get install libjs-mathjax` to render it offline")
     print(f"{len(r['pages'])} pages in {r['out']}; open {Path(r['out']) / 'index.html'}")
 
 
