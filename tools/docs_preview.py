@@ -139,7 +139,7 @@ body.jp-Notebook { margin: 0; padding: 0; display: flex; font-family: system-ui,
 #sidebar .site-title { display: block; font-size: 1.15rem; font-weight: 700; margin-bottom: 0.8rem; }
 #page { flex: 1; min-width: 0; max-width: 1000px; padding: 1rem 2rem 4rem; }
 #title-block .description { color: #555; font-size: 1.05rem; margin-bottom: 1.5rem; }
-.jp-RenderedMarkdown pre { background: #f5f5f7; padding: 0.5rem 0.75rem; border-radius: 4px; overflow-x: auto; }
+.jp-RenderedMarkdown pre { background: #f5f5f7; padding: 0.5rem 0.75rem; border-radius: 4px; overflow-x: auto; margin-bottom: 1em; }
 .jp-RenderedMarkdown pre, .jp-RenderedMarkdown pre code { white-space: pre; }  /* scroll like the site's code blocks: wrapping breaks indentation */
 .jp-RenderedHTMLCommon a code { color: var(--jp-content-link-color, #2780e3); }  /* a linked name looks like a link */
 """
