@@ -24,10 +24,9 @@ Runs go to a process pool (`--workers`, one torch thread each: on a busy 2-core 
 oversubscribe the cores and a GRPO step took 10x longer). Each finished run is cached under `--cache`, keyed by its
 settings, so an interrupted experiment resumes where it stopped.
 """
-import argparse, hashlib, json, math, os, platform, shlex, subprocess, sys, tempfile, time
+import argparse, hashlib, json, math, os, sys, tempfile, time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,9 @@ import numpy as np
 from saliency_r1.cli import _number, _count, _count0, _rate, _positive  # the CLI's checked argparse types
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+from results import provenance  # command, versions, commit and uncommitted hashes, as every bench script stores them
+
 ARMS = {"A": dict(label="cold start", method=None), "B": dict(label="GRPO format+accuracy", method=None),
         "C": dict(label="+ saliency (cot, paper)", method="cot"), "D": dict(label="+ saliency (chain, library)", method="chain"),
         "E": dict(label="+ saliency (attention)", method="attention"), "F": dict(label="+ saliency (direct)", method="direct"),
@@ -45,7 +47,6 @@ SPLITS = {"heldout": (4242, 4243, 4244), "validation": (5151, 5152, 5153)}  # se
 STEP_CPU_S, STEP_SALIENCY_CPU_S, QUESTION_CPU_S, DELETION_CPU_S = 1.0, 0.03, 0.08, 0.3
 MAPS = ("chain", "top_token")                                   # top_token: measured, never rewarded
 CLAIM_METRICS = ("chain_energy_pg", "chain_pg", "top_token_energy_pg", "top_token_pg")
-PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "numpy", "saliency_r1")
 
 def wanders(text: str) -> bool: return "There is" in text.split("</think>")[0]
 
@@ -197,6 +198,8 @@ def save_records(rep, path: Path):
     import gzip
     data = json.loads(rep.to_json(indent=None))
     for r in data["records"]: r.pop("blank_completion", None)
+    model = Path(data["info"].get("model") or "")
+    if model.is_absolute() and model.is_relative_to(ROOT): data["info"]["model"] = str(model.relative_to(ROOT))
     path.write_bytes(gzip.compress(json.dumps(dict(info=data["info"], methods=data["methods"], records=data["records"])).encode(), mtime=0))
 
 def _worker_init():
@@ -435,13 +438,6 @@ def compute(runs, workers: int) -> dict:
                 eval_minutes=evals, cpu_minutes_per_core=round((total("train_cpu_minutes") + evals) / workers, 1))
 
 # ---------------------------------------------------------------------------------------------------------- main
-def versions() -> dict:
-    git = lambda *c: subprocess.run(["git", *c], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = git("status", "--porcelain", "--", "saliency_r1").splitlines()
-    return dict(python=platform.python_version(), **{p: version(p) for p in PACKAGES}, git_commit=git("rev-parse", "HEAD"),
-                saliency_r1_uncommitted={line[3:]: hashlib.sha256((ROOT / line[3:]).read_bytes()).hexdigest()[:12]
-                                         for line in dirty if (ROOT / line[3:]).is_file()})
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
@@ -482,14 +478,13 @@ def main(argv=None):
     summarize = lambda res: dict(summary={k: {m: arm_stats(rs, m) for m, _, _ in ROWS if m in rs[0]["metrics"]} for k, rs in res.items()},
                                  verdicts={k: verdict(res, k) for k in ("C", "D", "E", "F") if k in res},
                                  placebo_verdict=placebo_verdict(res) if {"S", "R"} & set(res) else None)
-    out = dict(command=shlex.join(["python", "bench/reproduce.py", *(sys.argv[1:] if argv is None else argv)]),
-               tag=a.tag, settings=settings, split=a.split, split_seeds=dict(zip(("absent", "right", "conflict"), SPLITS[a.split])),
+    out = dict(**provenance([__file__, *(sys.argv[1:] if argv is None else argv)]), tag=a.tag, settings=settings, split=a.split, split_seeds=dict(zip(("absent", "right", "conflict"), SPLITS[a.split])),
                training_data_seed="1000 + seed", arms={k: ARMS[k]["label"] for k in a.arms}, runs=runs, **summarize(results),
                examples={k: rs[0]["examples"] for k, rs in results.items()},
                validation=({k: [dict(seed=r["seed"], metrics=r["metrics"]) for r in rs] for k, rs in view("validation").items()}
                            | summarize(view("validation"))) if len(evals) > 1 else None,
                paired=paired_comparisons(a.cache, settings, a.seeds, a.split) if {"S", "R"} & set(a.arms) else None,
-               minutes_total=round((time.time() - t0) / 60, 1), compute=compute(done.values(), a.workers), versions=versions())
+               minutes_total=round((time.time() - t0) / 60, 1), compute=compute(done.values(), a.workers))
     a.out.write_text(json.dumps(out, indent=1))
     table = markdown_table(results, dict(n=a.n, deletion=a.deletion, seeds=a.seeds))
     a.out.with_suffix(".md").write_text(table + "\n")

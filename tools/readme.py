@@ -128,8 +128,32 @@ def bf16_maps_3b() -> str:
             f"{naive} of the naive path's (one eager forward with `output_attentions`).")
 
 
+def _zero_spread(runs: list, last: int = 50) -> float:
+    "Mean over seeds of the share of GRPO groups with zero reward spread over the last `last` logged steps."
+    logs = [[c["frac_reward_zero_std"] for c in r["curve"][-last:] if "frac_reward_zero_std" in c] for r in runs]
+    return sum(sum(l) / len(l) for l in logs if l) / max(1, sum(1 for l in logs if l))
+
+def placebo() -> str:
+    "The placebo study: per arm, accuracy on the three hint sets, top-token energy-PG, zero-spread share; the rule's verdict."
+    d = _load("placebo")
+    st, s, v = d["settings"], d["summary"], d["placebo_verdict"]
+    cols = [("accuracy", "accuracy, no hint"), ("accuracy_right", "hint right"), ("accuracy_conflict", "**hint wrong**"),
+            ("top_token_energy_pg", "top-token energy-PG (never rewarded)")]
+    rows = ["| arm | " + " | ".join(h for _, h in cols) + " | groups with zero reward spread |", "|---|" + "---|" * (len(cols) + 1)]
+    cell = lambda x: f"{x['mean']:.3f}" + (f" ± {x['sd']:.3f}" if x["n"] > 1 else "")
+    for arm, label in d["arms"].items():
+        spread = f"{_zero_spread(d['runs'][arm]):.2f}" if arm != "A" else "–"
+        rows.append(f"| {arm}: {label} | " + " | ".join(cell(s[arm][k]) for k, _ in cols) + f" | {spread} |")
+    seeds = len(d["runs"]["B"])
+    return (f"`{d['command']}` ({st['steps']} GRPO steps from the \"wander\" cold start; training hints on "
+            f"{st['shortcut_rate']:.0%} of questions, right {st['cue_reliability']:.0%} of the time; {seeds} seeds; "
+            f"{st['n']} held-out questions per set; mean ± seed sd; {_link('placebo')}). By the rule fixed before the run "
+            f"(D beats B and both placebos on hint-wrong accuracy and top-token energy-PG by more than two seed sd of a "
+            f"difference) the claim **{'holds' if v['holds'] else 'does not hold'}**:\n\n" + "\n".join(rows))
+
+
 RENDERERS = {"map_quality": map_quality, "map_quality_headline": map_quality_headline, "grpo_signal": grpo_signal,
-             "bf16_maps_tiny": bf16_maps_tiny, "bf16_maps_3b": bf16_maps_3b}
+             "bf16_maps_tiny": bf16_maps_tiny, "bf16_maps_3b": bf16_maps_3b, "placebo": placebo}
 FILES = {name: name for name in RENDERERS} | {"map_quality_headline": "map_quality"}  # block -> the results file it reads
 
 
