@@ -7,14 +7,19 @@ from __future__ import annotations
 from functools import cached_property
 from typing import NamedTuple
 
+import math
+
 import numpy as np
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from .metrics import grid_boxes
+from .models import image_token_boxes
 from .weights import unwrap_model, dense_weight
 
 # %% auto #0
-__all__ = ['ADAPTERS', 'TokenLayout', 'VLMAdapter', 'register_adapter', 'adapter_for', 'QwenVLAdapter', 'Qwen3VLAdapter']
+__all__ = ['ADAPTERS', 'TokenLayout', 'VLMAdapter', 'register_adapter', 'adapter_for', 'QwenVLAdapter', 'Qwen3VLAdapter',
+           'LlavaOnevisionAdapter', 'Idefics3Adapter', 'InternVLAdapter', 'Gemma3Adapter']
 
 # %% ../nbs/04c_adapters.ipynb #e2d4df2c
 class TokenLayout(NamedTuple):
@@ -34,8 +39,13 @@ class VLMAdapter:
         self.check()
 
     def check(self):
-        "Raise ValueError, by name, for what the maps do not model (default: sliding-window layers)."
-        sliding = [l for l, m in enumerate(self.attention_modules) if getattr(m, "sliding_window", None)]
+        "Raise ValueError, by name, for what the maps do not model (default: soft-capped logits, sliding-window layers)."
+        text_config = self.config.get_text_config()
+        for name in ("attn_logit_softcapping", "final_logit_softcapping"):
+            if getattr(text_config, name, None):
+                raise ValueError(f"{name}={getattr(text_config, name)} soft-caps the logits, which the saliency maps do not model "
+                                 f"(a capped logit is not a sum of head contributions): load the model with {name}=None")
+        sliding = [l for l, m in enumerate(self.attention_modules) if getattr(m, "sliding_window", None) and self.sliding_window(l) is None]
         if sliding: raise ValueError(f"Layers {sliding} use sliding-window attention, which the {type(self).__name__} "
                                      f"does not model: load the model with use_sliding_window=False")
 
@@ -59,11 +69,24 @@ class VLMAdapter:
         "Unembedding rows u_y of token `ids`, float32 (len(ids), d_model)."
         return dense_weight(self.model.lm_head, rows=ids, root=self.wrapped)
     def scaling(self, layer: int) -> float: return self.attention_modules[layer].scaling
+    def sliding_window(self, layer: int) -> int | None:
+        "How many keys back `layer`'s queries see (q - window < p ≤ q), None for full attention."
+        return None
+    @property
+    def post_attention_norms(self) -> list[torch.nn.Module] | None:
+        "Per layer, the RMS norm between o_proj and the residual (Gemma 3), whose 1/rms the recording keeps; None without."
+        return None
     def image_mask(self, input_ids: torch.Tensor) -> torch.Tensor: return input_ids == self.image_token_id
     def layouts(self, images: dict, # what the recording kept of the image inputs, one image per example
-                input_ids: torch.Tensor) -> list[TokenLayout]:
-        "One `TokenLayout` per example (row of `input_ids`)."
-        raise NotImplementedError(f"{type(self).__name__} does not say which region of the image each image token covers: define layouts")
+                input_ids: torch.Tensor, processor=None) -> list[TokenLayout]:
+        "One `TokenLayout` per example (row of `input_ids`): `image_token_boxes` of the processor at each original image size (`image_sizes`)."
+        sizes = images.get("image_sizes")
+        if sizes is None or len(sizes) != len(input_ids):
+            raise ValueError(f"The token rectangles of {type(self).__name__} need each example's original (height, width): "
+                             f"{len(input_ids)} prompts, {0 if sizes is None else len(sizes)} sizes (record with image_sizes=..., as explain does)")
+        if processor is None or isinstance(processor, PreTrainedTokenizerBase):
+            raise ValueError(f"The token rectangles of {type(self).__name__} need the model's processor, not {type(processor).__name__}")
+        return [TokenLayout(image_token_boxes(processor, h, w)) for h, w in torch.as_tensor(sizes).tolist()]
 
 # %% ../nbs/04c_adapters.ipynb #8d0eaa0a
 ADAPTERS: dict[str, type[VLMAdapter]] = {}  # config.model_type -> adapter class
@@ -98,7 +121,7 @@ class QwenVLAdapter(VLMAdapter):
         merge = self.config.vision_config.spatial_merge_size
         return h // merge, w // merge
 
-    def layouts(self, images: dict, input_ids: torch.Tensor) -> list[TokenLayout]:
+    def layouts(self, images: dict, input_ids: torch.Tensor, processor=None) -> list[TokenLayout]:
         "The grid of each example's image (`image_grid_thw`, one row per example), its cells the tokens' rectangles."
         thw = images.get("image_grid_thw")
         if thw is None or len(thw) != len(input_ids):
@@ -111,3 +134,49 @@ class Qwen3VLAdapter(QwenVLAdapter):
     """Qwen3-VL. Caveat: deepstack adds visual features into the residual of the first layers at the image positions,
     so later layers' values there carry them; the first-order map credits them to those positions without
     attributing the deepstack route separately (nor does the gradient map, which differentiates the input embeddings)."""
+
+# %% ../nbs/04c_adapters.ipynb #dc9e2edd
+@register_adapter("llava_onevision")
+class LlavaOnevisionAdapter(VLMAdapter):
+    "LLaVA-OneVision: a base view, then the anyres crops row by row with a newline token closing each row (newlines cover no region)."
+
+# %% ../nbs/04c_adapters.ipynb #ff9416b2
+@register_adapter("idefics3")
+class Idefics3Adapter(VLMAdapter):
+    "Idefics3 (SmolVLM's first layout): the tiles row by row, then the global view, each 4 × 4 pixel-shuffled tokens; the text model is `text_model`."
+    @cached_property
+    def text(self) -> torch.nn.Module: return self.model.model.text_model
+    @property
+    def vision(self) -> torch.nn.Module: return self.model.model.vision_model
+
+# %% ../nbs/04c_adapters.ipynb #91491dee
+@register_adapter("internvl")
+class InternVLAdapter(VLMAdapter):
+    "InternVL (transformers-native): the tiles row by row, then the thumbnail, 16 × 16 (tiny model: 4 × 4) pixel-shuffled tokens each."
+
+# %% ../nbs/04c_adapters.ipynb #377cbdfe
+@register_adapter("gemma3")
+class Gemma3Adapter(VLMAdapter):
+    "Gemma 3: one pooled grid per image; sliding-window layers, (1 + w) RMS norms and a post-attention norm folded into W_O."
+    def check(self):
+        if getattr(self.config.get_text_config(), "use_bidirectional_attention", False):
+            raise ValueError("use_bidirectional_attention=True lets text tokens attend to later ones, which the saliency maps "
+                             "do not model (a recorded row would read keys written after it): load the model with it False")
+        super().check()
+    @property
+    def norm_eps(self) -> float: return self.final_norm.eps
+    def gamma(self) -> torch.Tensor: return 1 + super().gamma()
+    def o_weight(self, layer: int) -> torch.Tensor:
+        "W_O of `layer` with the post-attention norm's gain folded in: diag(1 + w) W_O, float32 (d_model, H·d_head)."
+        return (1 + dense_weight(self.post_attention_norms[layer], root=self.wrapped))[:, None] * super().o_weight(layer)
+    @cached_property
+    def post_attention_norms(self) -> list[torch.nn.Module]: return [layer.post_attention_layernorm for layer in self.text.layers]
+    def sliding_window(self, layer: int) -> int | None:
+        m = self.attention_modules[layer]
+        return m.sliding_window if getattr(m, "is_sliding", False) else None
+    def layouts(self, images: dict, input_ids: torch.Tensor, processor=None) -> list[TokenLayout]:
+        "The one grid of pooled tokens over the whole (squashed) image, every example."
+        if getattr(getattr(processor, "image_processor", None), "do_pan_and_scan", False):
+            raise ValueError("Gemma 3 with pan-and-scan crops has no token rectangles here: set do_pan_and_scan=False")
+        side = math.isqrt(self.config.mm_tokens_per_image)
+        return [TokenLayout(grid_boxes((side, side)), (side, side))] * len(input_ids)

@@ -125,7 +125,8 @@ def cmd_explain(a) -> dict:
     "`saliency-r1 explain`: answer one question about one image; print it and write overlay.png, reasoning_flow.png, explanation.json."
     import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from saliency_r1.metrics import energy_pointing_game, cell_coverage
+    import numpy as np
+    from saliency_r1.metrics import energy_pointing_game
     from saliency_r1.rewards import answer_text
     from saliency_r1.saliency import explain
     from saliency_r1.viz import plot_reasoning_flow
@@ -136,12 +137,15 @@ def cmd_explain(a) -> dict:
     e = explain(model, processor, image, a.question, method=method, max_new_tokens=a.max_new_tokens)
     chain = e if method == "chain" else explain(model, processor, image, a.question, completion=e.text, method="chain")
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
-    info = dict(question=a.question, completion=e.text, answer=answer_text(e.text), valid=e.valid, method=method, grid=list(e.grid),
+    tokens = None if e.grid is not None else e.token_boxes   # a family whose image tokens are not one grid: a token map
+    info = dict(question=a.question, completion=e.text, answer=answer_text(e.text), valid=e.valid, method=method,
+                grid=None if tokens is not None else list(e.grid), token_boxes=None if tokens is None else tokens.round(6).tolist(),
                 answer_map=e.answer_map.round(6).tolist(), boxes=[b.to_list() for b in boxes], files=[str(out / "overlay.png")])
     print(f"completion: {e.text}\nanswer: {info['answer']}")
     if not e.valid: print("the completion has no <think>…</think>answer structure: its map is empty")
     if boxes and e.valid:
-        info["energy_in_boxes"], info["uniform_map"] = energy_pointing_game(e.answer_map, boxes), float(cell_coverage(boxes, e.grid).mean())
+        info["energy_in_boxes"] = energy_pointing_game(e.answer_map, boxes, tokens)
+        info["uniform_map"] = energy_pointing_game(np.ones(e.map_shape), boxes, tokens)
         print(f"energy inside the box(es): {info['energy_in_boxes']:.3f} ({method} map; a uniform map: {info['uniform_map']:.3f})")
     fig = e.show(image, boxes=boxes or None).figure; fig.savefig(out / "overlay.png", dpi=120, bbox_inches="tight"); plt.close(fig)
     if chain.valid:
@@ -152,6 +156,13 @@ def cmd_explain(a) -> dict:
     return info
 
 # %% ../nbs/10_cli.ipynb #06f8620a
+def _out_folder(p: str) -> Path:
+    "`--out` as a folder, checked before any work: a file in its place (or in a parent's) is one error, not a traceback at the end."
+    out = Path(p)
+    blocker = next((q for q in (out, *out.parents) if q.exists() and not q.is_dir()), None)
+    if blocker is not None: raise CLIError(f"--out {p}: {blocker} is a file, not a folder (give a folder; it is created if missing)")
+    return out
+
 def _eval_dataset(a):
     from saliency_r1.data import make_shapes_dataset, load_grounded_dataset
     if a.n is not None and a.n < 1: raise CLIError(f"--n must be at least 1, got {a.n}")
@@ -178,9 +189,9 @@ def _run_eval(a, data, methods) -> "EvalReport":
 
 def cmd_eval(a) -> dict:
     "`saliency-r1 eval`: evaluate a checkpoint on a dataset; write report.json, report.md and report.png."
-    methods, data = _methods(a.methods), _eval_dataset(a)
-    report = _run_eval(a, data, methods)
-    print(f"wrote {Path(a.out) / 'report.json'}, {Path(a.out) / 'report.md'} and {Path(a.out) / 'report.png'} ({report.info['seconds']} s)")
+    out, methods = _out_folder(a.out), _methods(a.methods)
+    report = _run_eval(a, _eval_dataset(a), methods)
+    print(f"wrote {out / 'report.json'}, {out / 'report.md'} and {out / 'report.png'} ({report.info['seconds']} s)")
     return report.summary()
 
 # %% ../nbs/10_cli.ipynb #4cab2a13
@@ -189,9 +200,9 @@ def cmd_demo(a) -> dict:
     import matplotlib.pyplot as plt
     from saliency_r1.viz import plot_examples
     from saliency_r1.saliency import METHODS
-    methods, data = _methods(a.methods) if a.methods else METHODS, _eval_dataset(a)
-    report = _run_eval(a, data, methods)
-    s, out, k = report.summary(), Path(a.out), min(a.examples, len(report.records))
+    out, methods = _out_folder(a.out), _methods(a.methods) if a.methods else METHODS
+    report = _run_eval(a, _eval_dataset(a), methods)
+    s, k = report.summary(), min(a.examples, len(report.records))
     headline = dict(n=s["n"], accuracy=s["accuracy"], format_rate=s["format_rate"], blank_image_accuracy=s["blank_accuracy"],
                     chance=s["chance"], energy_pg={m: v["energy_pg"].mean for m, v in s["maps"].items()},
                     pointing_game={m: v["pointing_game"].mean for m, v in s["maps"].items()},
@@ -213,17 +224,23 @@ def _report_path(p: str) -> Path:
     if not path.is_file(): raise CLIError(f"{p}: no such report (give a report.json that saliency-r1 eval wrote, or its folder)")
     return path
 
+def _read_report(path: Path) -> "EvalReport":
+    "`EvalReport.from_json(path)`, a file that cannot be read as one error line."
+    from saliency_r1.evaluate import EvalReport
+    try: return EvalReport.from_json(path)
+    except OSError as e: raise CLIError(f"{path}: cannot read it ({e.strerror or e})") from None
+
 def cmd_compare(a) -> dict:
     "`saliency-r1 compare`: paired differences B − A of two report.json files; print the tables, write comparison.json/.md/.png."
     import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from saliency_r1.evaluate import EvalReport, compare
-    paths = [_report_path(p) for p in a.reports]
+    from saliency_r1.evaluate import compare
+    paths, out = [_report_path(p) for p in a.reports], _out_folder(a.out)
     names = a.names or [p.resolve().parent.name for p in paths]
     if not a.names and (names[0] == names[1] or not all(names)): names = ["A", "B"]
-    c = compare(*map(EvalReport.from_json, paths), methods=_methods(a.methods) if a.methods else None, n_boot=a.n_boot, seed=a.seed,
+    c = compare(*map(_read_report, paths), methods=_methods(a.methods) if a.methods else None, n_boot=a.n_boot, seed=a.seed,
                 names=tuple(names))
-    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     c.to_json(out / "comparison.json"); (out / "comparison.md").write_text(c.to_markdown())
     fig = c.plot(); fig.savefig(out / "comparison.png", dpi=90); plt.close(fig)
     print(c.to_markdown() + f"\nwrote {out / 'comparison.json'}, comparison.md and comparison.png")
@@ -365,7 +382,7 @@ def _command(sub, name: str, help: str, **kw):
 def build_parser() -> argparse.ArgumentParser:
     "The `saliency-r1` argument parser."
     p = _Parser(prog="saliency-r1", description="Saliency-R1: saliency maps for VLM answers, rewards and GRPO.",
-                epilog="Options are written with dashes (--max-new-tokens); underscores (--max-new-tokens) are accepted too.")
+                epilog="Options are written with dashes (--max-new-tokens); underscores (--max_new_tokens) are accepted too.")
     sub = p.add_subparsers(dest="command", required=True, metavar="{data,sft,train,explain,eval,demo,compare}")
     d = _command(sub, "data", "write a synthetic grounded VQA dataset to disk")
     d.add_argument("--out", required=True, help="folder (save_to_disk), or a .parquet / .jsonl path")
@@ -429,9 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "bootstrap intervals; writes comparison.json/.md/.png")
     c.add_argument("reports", nargs=2, metavar="REPORT", help="report.json of A, then of B (or the folders saliency-r1 eval wrote)")
     c.add_argument("--methods", nargs="+", default=None, help="saliency methods to compare (default: those both reports have)")
-    c.add_argument("--n-boot", type=_count, default=2000, help="bootstrap resamples of the questions")
+    c.add_argument("--n-boot", type=_count, default=2000, help="bootstrap resamples of the questions (at least 100)")
     c.add_argument("--seed", type=_count0, default=0, help="seed of the bootstrap resamples")
-    c.add_argument("--names", nargs=2, default=None, metavar="NAME", help="names of A and B in the tables (default: the reports' folders)")
+    c.add_argument("--names", nargs=2, default=None, metavar="NAME", help="two different names of A and B in the tables (default: their folders)")
     c.add_argument("--out", default="outputs/compare", help="output folder")
     c.set_defaults(func=cmd_compare)
     return p

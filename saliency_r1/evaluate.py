@@ -16,17 +16,17 @@ from PIL import Image
 from tqdm.auto import tqdm
 from fastcore.basics import patch
 
-from .data import SYSTEM_PROMPT, chance_level, parse_boxes, check_int
+from .data import SYSTEM_PROMPT, chance_level, parse_boxes, check_int, shown
 from .models import prepare_inputs
 from .metrics import energy_pointing_game_batch, pointing_game_batch, cell_coverage, deletion_insertion
 from .rewards import accuracy_reward, format_reward, answer_text
-from .saliency import METHODS, Explanation, record_saliency, explain_batch, explain, prompt_prefills_think
+from .saliency import METHODS, Explanation, record_saliency, explain_batch, explain, prompt_prefills_think, image_sizes
 from .viz import show_saliency
 
 # %% auto #0
-__all__ = ['METRICS', 'blank_image', 'answer_batch', 'map_scores', 'Stat', 'mean_se', 'perturbation_aucs', 'EvalReport',
-           'question_ids', 'evaluate', 'mcnemar_exact', 'paired_bootstrap', 'Diff', 'paired_diff', 'accuracy_diff',
-           'ComparisonReport', 'compare']
+__all__ = ['METRICS', 'MIN_BOOT', 'blank_image', 'answer_batch', 'map_scores', 'Stat', 'mean_se', 'perturbation_aucs',
+           'EvalReport', 'question_ids', 'evaluate', 'mcnemar_exact', 'paired_bootstrap', 'Diff', 'paired_diff',
+           'accuracy_diff', 'ComparisonReport', 'compare']
 
 # %% ../nbs/07_evaluate.ipynb #5d9fde23
 def blank_image(image: Image.Image) -> Image.Image:
@@ -41,7 +41,7 @@ def answer_batch(model, processor, images, questions,
                 ) -> tuple[list[str], dict[str, list[Explanation]]]:
     "Greedy completions of one batch (think tags kept, a `<think>` the chat template wrote included) and, from the same recorded generation, each method's explanations (maps only)."
     inputs = prepare_inputs(processor, list(images), list(questions), system_prompt=system_prompt, device=model.device)
-    with (record_saliency(model, rollout="rollout" in methods) if methods else contextlib.nullcontext()) as rec:
+    with (record_saliency(model, rollout="rollout" in methods, image_sizes=image_sizes(images)) if methods else contextlib.nullcontext()) as rec:
         out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens)
     ids = out[:, inputs["input_ids"].shape[1]:]
     texts = processor.batch_decode(ids, skip_special_tokens=True)
@@ -50,13 +50,14 @@ def answer_batch(model, processor, images, questions,
     return texts, {m: [dataclasses.replace(e, _row=None) for e in explain_batch(rec, ids, processor, m)] for m in methods}
 
 # %% ../nbs/07_evaluate.ipynb #c4a27c7c
-def map_scores(maps,          # one (gh, gw) non-negative map per example
+def map_scores(maps,          # one (gh, gw) non-negative map per example, or an (n,) token map
                boxes: list,   # each example's evidence boxes ([] for none)
                valid,         # whether each example's completion had a valid structure
+               token_boxes: list | None = None, # per map: its tokens' (n, 4) rectangles, None for a grid map (`Explanation.token_boxes`)
               ) -> dict[str, np.ndarray]:
     "Energy pointing game and pointing game of each map against its boxes; NaN where the completion is invalid or there are no boxes."
     bad = ~np.asarray(valid, bool)
-    epg, pg = energy_pointing_game_batch(maps, boxes), pointing_game_batch(maps, boxes)
+    epg, pg = energy_pointing_game_batch(maps, boxes, token_boxes), pointing_game_batch(maps, boxes, token_boxes=token_boxes)
     epg[bad], pg[bad] = np.nan, np.nan
     return dict(energy_pg=epg, pointing_game=pg)
 
@@ -78,6 +79,7 @@ def mean_se(x) -> Stat:
 def perturbation_aucs(model, processor, images, questions, completions,
                       maps: dict[str, list],   # method -> one map per example
                       modes=("deletion", "insertion"), seed: int = 0, batch_size: int = 64, progress: bool = True,
+                      token_boxes: list | None = None, # per example: its token map's (n, 4) rectangles, None for grid maps
                      ) -> dict[str, dict[str, np.ndarray]]:
     "Per example and method: `{mode}_auc` of the map's curve and `{mode}_random_auc` of the seeded random control (NaN where it cannot be scored)."
     out = {m: {f"{mode}{k}": np.full(len(images), np.nan) for mode in modes for k in ("_auc", "_random_auc")} for m in maps}
@@ -85,7 +87,7 @@ def perturbation_aucs(model, processor, images, questions, completions,
         for m, ms in maps.items():
             for mode in modes:
                 try: c = deletion_insertion(model, processor, images[i], questions[i], completions[i], ms[i], mode=mode,
-                                            seed=seed + i, batch_size=batch_size)
+                                            seed=seed + i, batch_size=batch_size, token_boxes=None if token_boxes is None else token_boxes[i])
                 except ValueError: continue  # the completion tokenizes differently after the prompt
                 out[m][f"{mode}_auc"][i], out[m][f"{mode}_random_auc"][i] = c.auc, c.random_auc
     return out
@@ -163,18 +165,52 @@ def to_json(self: EvalReport, path=None, indent: int | None = 1) -> str:
     return _dump(data, path, indent)
 
 # %% ../nbs/07_evaluate.ipynb #f1435e99
+_FIELDS = dict(id=(lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+               correct=(lambda v: isinstance(v, bool), "true or false"), format=(lambda v: isinstance(v, bool), "true or false"),
+               valid=(lambda v: isinstance(v, bool), "true or false"),
+               blank_correct=(lambda v: v is None or isinstance(v, bool), "true, false or null"),
+               template=(lambda v: v is None or isinstance(v, str), "a string or null"), maps=(lambda v: isinstance(v, dict), "an object"))
+
+def _record_problem(r, k: int, methods) -> str | None:
+    "What record `k` of a report file lacks, or has of the wrong type, for `summary` and `compare` (None: nothing)."
+    if not isinstance(r, dict): return f"records[{k}] is {shown(r)}, not an object"
+    where = f"records[{k}]" + (f" (id {r['id']!r})" if isinstance(r.get("id"), str) else "")
+    for key, (ok, want) in _FIELDS.items():
+        if key not in r: return f"{where} lacks {key!r}"
+        if not ok(r[key]): return f"{where}: {key} is {shown(r[key])}, not {want}"
+    for m in (*methods, "uniform") if methods else ():
+        scores = r["maps"].get(m)
+        if not isinstance(scores, dict): return f"{where}: maps[{m!r}] is {shown(scores)}, not an object of scores" if m in r["maps"] else f"{where}: maps lacks {m!r}"
+        bad = next((k2 for k2, v in scores.items() if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))), None)
+        if bad is not None: return f"{where}: maps[{m!r}][{bad!r}] is {shown(scores[bad])}, not a number or null"
+    return None
+
 @patch(cls_method=True)
 def from_json(cls: EvalReport, source) -> EvalReport:
-    "A report `to_json` wrote, from its path or its text: settings and records (no maps, no images)."
-    name = str(source)[:80]
-    text = str(source) if name.lstrip().startswith("{") else Path(source).read_text()
+    "A report `to_json` wrote, from its path or its JSON text: settings and records (no maps, no images); one-line errors."
+    if not isinstance(source, (str, Path)):
+        raise TypeError(f"EvalReport.from_json takes a report.json path or its JSON text, got {type(source).__name__} {shown(source)}"
+                        + (": decode it first" if isinstance(source, bytes) else ": pass json.dumps of it" if isinstance(source, dict) else ""))
+    if isinstance(source, str) and not source.strip(): raise ValueError("EvalReport.from_json got an empty string: give a report.json path or its JSON text")
+    is_text = isinstance(source, str) and source.lstrip()[0] in "{["
+    name, hint = shown(source) if is_text else str(source), "give a report.json that EvalReport.to_json (or saliency-r1 eval) wrote"
+    try: text = source if is_text else Path(source).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e: raise ValueError(f"{name} is not UTF-8 text (byte {e.start}): {hint}") from None
+    except IsADirectoryError: raise ValueError(f"{name} is a folder: give the report.json inside it") from None
     try: data = json.loads(text)
-    except ValueError as e: raise ValueError(f"{name} is not JSON ({e}): give a report.json that EvalReport.to_json wrote") from None
-    missing = {"methods", "records"} - set(data if isinstance(data, dict) else ())
-    if missing: raise ValueError(f"{name} is not an evaluation report: it lacks {sorted(missing)} (give a report.json that EvalReport.to_json wrote)")
+    except ValueError as e: raise ValueError(f"{name} is {'empty' if not text.strip() else f'not JSON ({e})'}: {hint}") from None
+    if not isinstance(data, dict): raise ValueError(f"{name} is not an evaluation report: it holds a JSON {type(data).__name__}, not an object ({hint})")
+    missing = {"methods", "records"} - set(data)
+    if missing: raise ValueError(f"{name} is not an evaluation report: it lacks {sorted(missing)} ({hint})")
+    methods, records, info = data["methods"], data["records"], data.get("info", {})
+    if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods): problem = f"methods is {shown(methods)}, not a list of method names"
+    elif not isinstance(records, list) or not records: problem = f"records is {shown(records)}, not a non-empty list of per-question records"
+    elif not isinstance(info, dict): problem = f"info is {shown(info)}, not an object"
+    else: problem = next(filter(None, (_record_problem(r, k, methods) for k, r in enumerate(records))), None)
+    if problem: raise ValueError(f"{name} is not a valid evaluation report: {problem} ({hint})")
     nan = lambda scores: {k: math.nan if v is None else v for k, v in scores.items()}
-    records = [r | {"maps": {m: nan(s) for m, s in r["maps"].items()}} for r in data["records"]]
-    return cls(tuple(data["methods"]), records, info=data.get("info", {}))
+    records = [r | {"maps": {m: nan(s) if isinstance(s, dict) else s for m, s in r["maps"].items()}} for r in records]
+    return cls(tuple(methods), records, info=info)
 
 # %% ../nbs/07_evaluate.ipynb #b087707d
 def _fmt(s: Stat, digits: int = 3, signed: bool = False) -> str:
@@ -342,14 +378,15 @@ def evaluate(model, processor, dataset,        # a grounded dataset (image, prob
                                         cols["problem"][i:i + batch_size], (), max_new_tokens, system_prompt)[0]
         boxes = [parse_boxes(b) for b in cols["bbox"]]
         valid = [e.valid for e in exps[methods[0]]] if methods else []
-        scores = {m: map_scores([e.answer_map for e in exps[m]], boxes, valid) for m in methods}
-        uniform = map_scores([np.ones(e.grid) for e in exps[methods[0]]], boxes, valid) if methods else None
+        tokens = [None if e.grid is not None else e.token_boxes for e in exps[methods[0]]] if methods else []  # grid maps score as grids
+        scores = {m: map_scores([e.answer_map for e in exps[m]], boxes, valid, tokens) for m in methods}
+        uniform = map_scores([np.ones(e.map_shape) for e in exps[methods[0]]], boxes, valid, tokens) if methods else None
         chosen = [i for i in range(n) if methods and valid[i]][:deletion]
         aucs = {}
         if chosen:
             part = perturbation_aucs(model, processor, [cols["image"][i] for i in chosen], [cols["problem"][i] for i in chosen],
                                      [texts[i] for i in chosen], {m: [exps[m][i].answer_map for i in chosen] for m in methods},
-                                     seed=seed, progress=progress)
+                                     seed=seed, progress=progress, token_boxes=[tokens[i] for i in chosen])
             for m, d in part.items():
                 aucs[m] = {k: np.full(n, np.nan) for k in d}
                 for k, v in d.items(): aucs[m][k][chosen] = v
@@ -359,22 +396,28 @@ def evaluate(model, processor, dataset,        # a grounded dataset (image, prob
     return EvalReport(methods, _records(cols, texts, blank_texts, exps, scores, uniform, aucs), exps, cols["image"], boxes, info)
 
 # %% ../nbs/07_evaluate.ipynb #b5f28a35
-def mcnemar_exact(b01: int, # questions A gets wrong and B right
-                  b10: int, # questions A gets right and B wrong
+def mcnemar_exact(b01: int, # questions A gets wrong and B right (>= 0)
+                  b10: int, # questions A gets right and B wrong (>= 0)
                  ) -> float:
     "Two-sided exact McNemar p-value: the binomial chance, at 1/2, of discordant questions split at least this unevenly."
+    b01, b10 = check_int(b01, "b01", 0), check_int(b10, "b10", 0)
     n, k = b01 + b10, min(b01, b10)
     return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
 
 # %% ../nbs/07_evaluate.ipynb #3cb6bfe1
-def paired_bootstrap(d,                   # per-question differences B − A (finite)
-                     n_boot: int = 2000,  # resamples
+MIN_BOOT = 100  # the fewest bootstrap resamples that give an interval (see above)
+
+def paired_bootstrap(d,                   # per-question differences B − A (finite; drop NaN first)
+                     n_boot: int = 2000,  # resamples, at least MIN_BOOT
                      seed: int = 0,
-                     level: float = 0.95,
+                     level: float = 0.95, # in (0, 1)
                     ) -> tuple[float, float]:
-    "Percentile bootstrap interval of the mean of `d`, resampling questions with replacement (NaN, NaN when `d` is empty)."
-    d = np.asarray(d, float)
-    if not len(d): return math.nan, math.nan
+    "Percentile bootstrap interval of the mean of `d`, resampling questions with replacement ((NaN, NaN) for fewer than 2 values)."
+    d, n_boot = np.asarray(d, float), check_int(n_boot, "n_boot", MIN_BOOT)
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ValueError(f"level must be a number in (0, 1), e.g. 0.95, got {shown(level)}")
+    if not np.isfinite(d).all(): raise ValueError(f"d has {int((~np.isfinite(d)).sum())} NaN or infinite value(s): drop the questions without a value first (paired_diff does)")
+    if len(d) < 2: return math.nan, math.nan
     rng, step = np.random.default_rng(seed), max(1, 2**22 // len(d))   # resamples in chunks of at most 4M draws
     means = np.concatenate([d[rng.integers(0, len(d), (min(step, n_boot - s), len(d)))].mean(1) for s in range(0, n_boot, step)])
     low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
@@ -386,7 +429,7 @@ class Diff(NamedTuple):
     a: float                 # A's mean over the paired questions
     b: float                 # B's mean over the same questions
     diff: float              # mean of the per-question differences B − A
-    ci_low: float            # 95% paired-bootstrap interval of `diff`
+    ci_low: float            # 95% paired-bootstrap interval of `diff` (NaN when n < 2)
     ci_high: float
     n: int                   # questions paired
     b01: int | None = None   # accuracy: questions A gets wrong and B right
@@ -408,12 +451,20 @@ def accuracy_diff(correct_a, correct_b, n_boot: int = 2000, seed: int = 0) -> Di
     return paired_diff(a, b, n_boot, seed)._replace(b01=b01, b10=b10, p=mcnemar_exact(b01, b10))
 
 # %% ../nbs/07_evaluate.ipynb #7a621759
+def _n(k: int, noun: str) -> str: return f"{k} {noun}{'' if k == 1 else 's'}"
+
 def _pair_items(a: EvalReport, b: EvalReport, names) -> tuple[np.ndarray, np.ndarray]:
     "Record indices of the same questions in `a` and `b`, in A's order; one ValueError saying how the question sets differ."
     ids = [[r.get("id") for r in x.records] for x in (a, b)]
     for name, i in zip(names, ids):
         if None in i: raise ValueError(f"Report {name} has no question ids (written before reports kept them): evaluate it again")
+        values, counts = np.unique(np.array(i, object).astype(str), return_counts=True)
+        if (counts > 1).any(): raise ValueError(f"Report {name} has {_n(int((counts > 1).sum()), 'question id')} more than once "
+                                                f"({', '.join(values[counts > 1][:5])}{', …' if (counts > 1).sum() > 5 else ''}): "
+                                                "each record must be a different question")
     only_a, only_b, pos = set(ids[0]) - set(ids[1]), set(ids[1]) - set(ids[0]), {q: j for j, q in enumerate(ids[1])}
+    if not set(ids[0]) & set(ids[1]): raise ValueError(f"No questions to compare: {names[0]} has {_n(len(ids[0]), 'question')}, {names[1]} "
+                                                       f"{len(ids[1])}, none in both: evaluate both on the same dataset")
     if only_a or only_b: raise ValueError(f"The reports cover different questions: {len(only_a)} only in {names[0]}, {len(only_b)} only in "
                                           f"{names[1]} ({len(set(ids[0]) & set(ids[1]))} in both): evaluate both on the same dataset "
                                           "(same source, seed and number of questions)")
@@ -435,7 +486,7 @@ class ComparisonReport:
     metrics: tuple[str, ...]   # the map metrics compared (keys of METRICS)
     overall: dict              # n, accuracy: Diff, maps: {method: {metric: Diff}}
     by_template: dict = field(default_factory=dict)  # template -> the same over its questions
-    info: dict = field(default_factory=dict)         # n_boot, seed, both reports' settings and those that differ
+    info: dict = field(default_factory=dict)         # n_boot, seed, both reports' settings, those that differ, notes
 
     @property
     def templates(self) -> list[str]: return list(self.by_template)
@@ -454,28 +505,53 @@ def _differences(a, b, ia, ib, methods, metrics, n_boot, seed) -> dict:
     return dict(n=len(ia), accuracy=accuracy_diff(*correct, n_boot, seed),
                 maps={m: {k: paired_diff(_values(a, m, k)[ia], _values(b, m, k)[ib], n_boot, seed) for k in metrics} for m in methods})
 
+def _check_names(names) -> tuple[str, str]:
+    "`names` as two different non-empty strings (A's, then B's), or one ValueError."
+    pair = tuple(names) if isinstance(names, (tuple, list)) else ()
+    if len(pair) != 2 or not all(isinstance(x, str) and x.strip() for x in pair) or pair[0].strip() == pair[1].strip():
+        raise ValueError(f"names must be two different non-empty strings, A's then B's, got {shown(names)}")
+    return pair[0].strip(), pair[1].strip()
+
+def _pooled_templates(a, b, ia, ib, names) -> list:
+    "Each paired question's template from either report (None where neither has one); one ValueError where A and B disagree."
+    pairs = [(a.records[i]["template"], b.records[j]["template"]) for i, j in zip(ia, ib)]
+    clash = [(a.records[i]["id"], ta, tb) for i, (ta, tb) in zip(ia, pairs) if None not in (ta, tb) and ta != tb]
+    if clash: raise ValueError(f"{_n(len(clash), 'question')} {'has' if len(clash) == 1 else 'have'} a different template in {names[0]} "
+                               f"and {names[1]} (first: {clash[0][0]}, {clash[0][1]!r} vs {clash[0][2]!r}): evaluate both on the same dataset")
+    return [tb if ta is None else ta for ta, tb in pairs]
+
 def compare(a: EvalReport, b: EvalReport,   # two evaluations of the same questions: A (the baseline), then B
             methods=None,                    # saliency methods to compare (default: those both reports have, in A's order)
-            n_boot: int = 2000,              # bootstrap resamples of the questions
+            n_boot: int = 2000,              # bootstrap resamples of the questions, at least MIN_BOOT
             seed: int = 0,                   # seed of every resampling
-            names=("A", "B"),                # the reports' names in tables and figures
+            names=("A", "B"),                # the reports' names in tables and figures: two different non-empty strings
            ) -> ComparisonReport:
     "Paired differences B − A per question: accuracy with the exact McNemar test, each map metric with a bootstrap 95% CI; overall and per template."
-    n_boot, seed = check_int(n_boot, "n_boot"), check_int(seed, "seed", 0)
-    methods = tuple(m for m in a.methods if m in b.methods) if methods is None else _check_methods(methods)
+    n_boot, seed, names = check_int(n_boot, "n_boot", MIN_BOOT), check_int(seed, "seed", 0), _check_names(names)
+    shared, notes = tuple(m for m in a.methods if m in b.methods), []
+    if methods is None and not shared:
+        notes.append(f"no saliency method in both reports ({names[0]}: {', '.join(a.methods) or 'none'}; {names[1]}: "
+                     f"{', '.join(b.methods) or 'none'}): only accuracy compared")
+    methods = shared if methods is None else _check_methods(methods)
     absent = [f"{m} (not in {n})" for m in methods for n, r in zip(names, (a, b)) if m not in r.methods]
     if absent: raise ValueError(f"Cannot compare {', '.join(absent)}: evaluate both reports with it, or leave it out of methods")
     ia, ib = _pair_items(a, b, names)
+    labels = np.array(_pooled_templates(a, b, ia, ib, names), object)
+    one_sided = [m for m in ("deletion", "insertion") if (m in a.faithfulness) != (m in b.faithfulness)]
+    if methods and one_sided: notes.append(f"{' and '.join(one_sided)} measured in only one report: not compared")
     metrics = ("energy_pg", "pointing_game", *(m for m in a.faithfulness if m in b.faithfulness)) if methods else ()
-    args, templates = (methods, metrics, n_boot, seed), sorted({a.records[i]["template"] for i in ia} - {None})
-    by_template = {t: _differences(a, b, *zip(*[(i, j) for i, j in zip(ia, ib) if a.records[i]["template"] == t]), *args) for t in templates}
+    args = (methods, metrics, n_boot, seed)
+    by_template = {t: _differences(a, b, ia[labels == t], ib[labels == t], *args) for t in sorted(set(labels) - {None})}
     differ = {k: [a.info[k], b.info[k]] for k in sorted(a.info.keys() & b.info.keys()) if k != "seconds" and a.info[k] != b.info[k]}
-    info = dict(n_boot=n_boot, seed=seed, settings={names[0]: a.info, names[1]: b.info}, differ=differ)
-    return ComparisonReport(tuple(names), methods, metrics, _differences(a, b, ia, ib, *args), by_template, info)
+    info = dict(n_boot=n_boot, seed=seed, settings={names[0]: a.info, names[1]: b.info}, differ=differ, notes=notes)
+    return ComparisonReport(names, methods, metrics, _differences(a, b, ia, ib, *args), by_template, info)
 
 # %% ../nbs/07_evaluate.ipynb #08fc3f7e
 def _ci(d: Diff, scale: float = 1, digits: int = 3) -> str:
-    return "–" if not d.n else f"{d.diff * scale:+.{digits}f} [{d.ci_low * scale:+.{digits}f}, {d.ci_high * scale:+.{digits}f}]"
+    "The difference and its interval: '–' for the interval with one paired question, for both with none."
+    if not d.n: return "–"
+    ci = "–" if math.isnan(d.ci_low) else f"{d.ci_low * scale:+.{digits}f}, {d.ci_high * scale:+.{digits}f}"
+    return f"{d.diff * scale:+.{digits}f} [{ci}]"
 
 def _short(x, width: int = 40) -> str:
     "A setting in a sentence: a path by its last part, long text cut at `width` characters."
@@ -499,21 +575,26 @@ def to_json(self: ComparisonReport, path=None, indent: int | None = 1) -> str:
 def to_markdown(self: ComparisonReport, templates: bool = True) -> str:
     "Both means, B − A with its 95% CI and the questions paired per metric; McNemar's test; per template (with `templates`)."
     (na, nb), s, acc = self.names, self.overall, self.overall["accuracy"]
-    head = (f"**{nb} − {na}** over {s['n']} questions paired by id; 95% intervals from {self.info['n_boot']} paired bootstrap "
+    head = (f"**{nb} − {na}** over {_n(s['n'], 'question')} paired by id; 95% intervals from {self.info['n_boot']} paired bootstrap "
             f"resamples (seed {self.info['seed']}).")
     if self.info["differ"]: head += " Settings that differ: " + "; ".join(f"{k} ({_short(x)} vs {_short(y)})" for k, (x, y) in self.info["differ"].items()) + "."
+    head += "".join(f" Note: {note}." for note in self.info.get("notes", []))
+    shown_t = self.templates if templates else []
+    few = any(0 < d.n < 2 for x in [s, *map(self.summary, shown_t)] for _, d, _, _ in self._rows(x))
     val = lambda x, scale, digits, n: f"{x * scale:.{digits}f}" if n else "–"
     rows = [[label, val(d.a, sc, dg, d.n), val(d.b, sc, dg, d.n), _ci(d, sc, dg), str(d.n)] for label, d, sc, dg in self._rows(s)]
-    parts = [head, _table(["", na, nb, f"{nb} − {na} [95% CI]", "paired"], rows),
-             f"Accuracy: {acc.b01} questions only {nb} answers right, {acc.b10} only {na}; exact McNemar p = {acc.p:.3g}. Map metrics "
-             "pair the questions where both maps are valid" + ("; deletion and insertion are each AUC minus its random ranking's "
-             "(a lower deletion, a higher insertion: B's maps more faithful)." if set(self.metrics) & {"deletion", "insertion"} else ".")]
-    if templates and self.templates:
-        cols = [self._rows(x) for x in [self.summary(t) for t in self.templates] + [s]]
-        rows = [["questions"] + [str(x["n"]) for x in [*self.by_template.values(), s]],
-                ["McNemar p"] + [f"{x['accuracy'].p:.3g}" for x in [*self.by_template.values(), s]]]
+    note = f"Accuracy: {_n(acc.b01, 'question')} only {nb} answers right, {acc.b10} only {na}; exact McNemar p = {acc.p:.3g}."
+    if self.methods: note += " Map metrics pair the questions where both maps are valid" + (
+        "; deletion and insertion are each AUC minus its random ranking's (a lower deletion, a higher insertion: B's maps more "
+        "faithful)." if set(self.metrics) & {"deletion", "insertion"} else ".")
+    if few: note += " An interval needs at least 2 paired questions: “–” where a row pairs only one."
+    parts = [head, _table(["", na, nb, f"{nb} − {na} [95% CI]", "paired"], rows), note]
+    if shown_t:
+        sums = [*map(self.summary, shown_t), s]
+        cols = [self._rows(x) for x in sums]
+        rows = [["questions"] + [str(x["n"]) for x in sums], ["McNemar p"] + [f"{x['accuracy'].p:.3g}" for x in sums]]
         rows += [[cols[-1][i][0]] + [_ci(*c[i][1:]) for c in cols] for i in range(len(cols[-1]))]
-        parts.append(f"**By question template** ({nb} − {na} [95% CI])\n\n" + _table(["", *self.templates, "all"], rows))
+        parts.append(f"**By question template** ({nb} − {na} [95% CI])\n\n" + _table(["", *shown_t, "all"], rows))
     return "\n\n".join(parts) + "\n"
 
 @patch
@@ -522,23 +603,28 @@ def _repr_markdown_(self: ComparisonReport) -> str: return self.to_markdown()
 # %% ../nbs/07_evaluate.ipynb #d4b023df
 @patch
 def plot(self: ComparisonReport, per_row: int = 3):
-    "Each metric's difference B − A with its 95% CI, one panel per metric: every method overall (black) and per template."
+    "Each metric's difference B − A with its 95% CI, one panel per metric: every method overall (black) and per template; hollow: no interval."
     panels, groups = ["accuracy", *self.metrics], [("all", self.overall), *self.by_template.items()]
     ncols = min(per_row, len(panels)); nrows = math.ceil(len(panels) / ncols)
     fig, axs = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, nrows * (1.1 + 0.3 * max(len(self.methods), 2)) + 0.8),
                             layout="constrained", squeeze=False)
+    hollow = False
     for ax, metric in zip(axs.flat, panels):
         labels = ["answers"] if metric == "accuracy" else list(self.methods)
         for g, (name, s) in enumerate(groups):
             ds = [s["accuracy"]] if metric == "accuracy" else [s["maps"][m][metric] for m in self.methods]
             x, lo, hi = (np.array([getattr(d, k) for d in ds], float) * (100 if metric == "accuracy" else 1) for k in ("diff", "ci_low", "ci_high"))
-            ax.errorbar(x, np.arange(len(ds)) + (g - (len(groups) - 1) / 2) * 0.6 / len(groups), xerr=np.maximum(0, [x - lo, hi - x]),
-                        fmt="o", ms=4 if g == 0 else 3, lw=1.3 if g == 0 else 0.8, capsize=2, label=name,
-                        color="black" if g == 0 else plt.cm.tab10(g - 1))
+            y, ci = np.arange(len(ds)) + (g - (len(groups) - 1) / 2) * 0.6 / len(groups), np.isfinite(lo)
+            style = dict(ms=4 if g == 0 else 3, color="black" if g == 0 else plt.cm.tab10(g - 1))
+            ax.errorbar(x[ci], y[ci], xerr=np.maximum(0, [x[ci] - lo[ci], hi[ci] - x[ci]]), fmt="o", lw=1.3 if g == 0 else 0.8, capsize=2,
+                        label=name, **style)
+            ax.plot(x[~ci], y[~ci], "o", mfc="none", **style)   # one paired question: its difference, no interval
+            hollow |= bool((~ci & np.isfinite(x)).any())
         ax.axvline(0, color="grey", ls="--", lw=0.8)
         ax.set_yticks(range(len(labels)), labels); ax.set_ylim(len(labels) - 0.5, -0.5); ax.tick_params(labelsize=7)
         ax.set_title("accuracy (points)" if metric == "accuracy" else METRICS[metric], fontsize=9)
     for ax in axs.flat[len(panels):]: ax.set_visible(False)
     fig.legend(*axs.flat[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(len(groups), 7), fontsize=7)
-    fig.suptitle(f"{self.names[1]} − {self.names[0]} over {self.overall['n']} paired questions (95% bootstrap intervals)", fontsize=9)
+    fig.suptitle(f"{self.names[1]} − {self.names[0]} over {_n(self.overall['n'], 'paired question')} (95% bootstrap intervals"
+                 + ("; hollow: 1 question, no interval)" if hollow else ")"), fontsize=9)
     return fig

@@ -22,7 +22,7 @@ from .metrics import score_maps, MAP_FLAGS
 from .rewards import format_reward, accuracy_reward, saliency_reward, completion_text
 from .sft import make_lora_config, ResumeFromCheckpoint
 from .viz import plot_examples
-from .saliency import METHODS, record_saliency, explain_batch, teacher_forced_inputs, explain, check_generation_options
+from .saliency import METHODS, record_saliency, explain_batch, teacher_forced_inputs, explain, check_generation_options, image_sizes
 
 # %% auto #0
 __all__ = ['CAPTURE_MODES', 'BNB_SKIP_MODULES', 'SaliencyGRPOConfig', 'grpo_dataset', 'default_rewards', 'SaliencyGRPOTrainer',
@@ -193,9 +193,11 @@ class SaliencyGRPOTrainer(ResumeFromCheckpoint, GRPOTrainer):
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         if self.args.saliency_capture != "generate":
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
-        with record_saliency(self.model, rollout=self.args.saliency_method == "rollout") as rec:
+        sizes = image_sizes([im[0] for im in images]) if images and all(images) else None  # each prompt's one image, as given
+        with record_saliency(self.model, rollout=self.args.saliency_method == "rollout", image_sizes=sizes) as rec:
             completion_ids, logprobs = super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
                                                                      has_tool_images)
+        rec.keep_inputs(multimodal_fields or {})   # for method 'gradient': the image inputs the model's forward never saw
         self._explanations = explain_batch(rec, completion_ids, self.processing_class, self.args.saliency_method)
         return completion_ids, logprobs
 
@@ -211,7 +213,7 @@ def forward_explanations(model, processor, prompts: list, images: list, completi
     was_training = model.training
     model.eval()
     try:
-        with record_saliency(model, prompt_length=enc["input_ids"].shape[1], rollout=method == "rollout") as rec:
+        with record_saliency(model, prompt_length=enc["input_ids"].shape[1], rollout=method == "rollout", image_sizes=image_sizes(images)) as rec:
             model(**teacher_forced_inputs(dict(enc), ids, mask), use_cache=False)
     finally: model.train(was_training)
     return explain_batch(rec, [list(c) for c in completion_ids], processor, method)
@@ -225,11 +227,12 @@ def _saliency_inputs(self: SaliencyGRPOTrainer, inputs, prompts, completion_ids_
         exps = forward_explanations(self.model, self.processing_class, prompts, [_image_of(x) for x in inputs],
                                     completion_ids_list, self.args.saliency_method)
     self.last_explanations = [dataclasses.replace(e, _row=None) for e in exps]  # maps only: the recording is freed
-    return _scored([dict(x, saliency_maps=e.answer_map, valid=e.valid, saliency_grid=e.grid) for x, e in zip(inputs, exps)])
+    return _scored([dict(x, saliency_maps=e.answer_map, valid=e.valid, saliency_grid=e.grid,
+                         saliency_token_boxes=None if e.grid is not None else e.token_boxes) for x, e in zip(inputs, exps)])
 
 def _scored(rows: list[dict]) -> list[dict]:
     "Rows with `saliency_score` added: `(energy_pg, pointing_game, reason)` of each row's map against its boxes (`score_maps`: NaN and a reason where unscorable), for the log and the saliency reward."
-    s = score_maps([x["saliency_maps"] for x in rows], [x.get("bbox") or [] for x in rows])
+    s = score_maps([x["saliency_maps"] for x in rows], [x.get("bbox") or [] for x in rows], [x.get("saliency_token_boxes") for x in rows])
     return [dict(x, saliency_score=(float(e), float(p), r)) for x, e, p, r in zip(rows, s.energy_pg, s.pointing_game, s.reasons)]
 
 @patch
@@ -256,7 +259,7 @@ def _save_examples(self: SaliencyGRPOTrainer, inputs, completions):
     rows = inputs[:n]
     fig = plot_examples([_image_of(x) for x in rows], [x.get("problem", "") for x in rows], [x.get("bbox") for x in rows],
                         answers=[completion_text(c)[-60:] for c in completions[:n]], saliency=[x["saliency_maps"] for x in rows],
-                        suptitle=f"step {step}")
+                        suptitle=f"step {step}", token_boxes=[x.get("saliency_token_boxes") for x in rows])
     out = Path(self.args.output_dir) / "saliency_examples" / f"step_{step:06d}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90); plt.close(fig)

@@ -445,8 +445,9 @@ class SaliencyReward:
         self.last_reasons: list[str] = []     # the last call's reason per completion
 
     def __call__(self, completions: list, bbox: list | None = None, # each row's evidence boxes (dataset column)
-                 saliency_maps: list | None = None, # one (gh, gw) answer map per completion
+                 saliency_maps: list | None = None, # one (gh, gw) answer map per completion, or an (n,) token map
                  valid: list | None = None, # the extractor's flag per completion; None: format only
+                 saliency_token_boxes: list | None = None, # per completion: its token map's (n, 4) rectangles, None for a grid map
                  saliency_score: list | None = None, # per completion (energy_pg, pointing_game, reason) of these maps, when already scored
                  log_metric=None, log_extra=None, # TRL's logging callbacks, when a trainer calls
                  **kwargs) -> list[float | None]:
@@ -461,7 +462,8 @@ class SaliencyReward:
         reasons = ["no boxes" if not b else "format" if not f else "invalid" if not ok else "map" for b, f, ok in zip(boxes, fmt, valid)]
         todo = [i for i, r in enumerate(reasons) if r == "map"]
         if saliency_score is None:
-            scores = score_maps([maps[i] for i in todo], [boxes[i] for i in todo])
+            scores = score_maps([maps[i] for i in todo], [boxes[i] for i in todo],
+                                None if saliency_token_boxes is None else [saliency_token_boxes[i] for i in todo])
             scored = list(zip(scores.energy_pg, scores.reasons))
         else:  # SaliencyGRPOTrainer scores each map once a step, for its log and for this reward
             given = _given_scores(saliency_score, n)
@@ -483,13 +485,19 @@ saliency_reward = SaliencyReward()
 
 # %% ../nbs/03_rewards.ipynb #4b59b01e
 def shuffled_boxes(bbox: list, # one list of boxes per row (e.g. a dataset's `bbox` column)
-                   seed: int = 0) -> list:
-    "`bbox` with every row's boxes replaced by another row's (a seeded random derangement; needs >= 2 rows)."
-    n, seed = len(bbox), check_int(seed, "seed", 0)
-    if n < 2: raise ValueError(f"shuffled_boxes needs at least 2 rows to give each row another row's boxes, got {n}")
-    order = np.random.default_rng(seed).permutation(n)  # row order[i] takes the boxes of row order[i + 1], cyclically
-    out = [None] * n
-    for i in range(n): out[order[i]] = bbox[order[(i + 1) % n]]
+                   seed: int = 0, tries: int = 10_000) -> list:
+    """`bbox` with every row that has boxes given the boxes of another such row, different from its own (a seeded
+    uniformly random derangement, by content); rows without boxes keep none, so the same completions stay unscored."""
+    seed, has = check_int(seed, "seed", 0), [i for i, b in enumerate(bbox) if len(b)]
+    if len(has) < 2: raise ValueError(f"shuffled_boxes needs at least 2 rows with boxes to swap them, got {len(has)}")
+    key, rng = [str(np.round(np.asarray(bbox[i], float), 6).tolist()) for i in has], np.random.default_rng(seed)
+    for _ in range(tries):  # a random permutation has no fixed point about 1/e of the time
+        p = rng.permutation(len(has))
+        if all(key[j] != key[i] for i, j in enumerate(p)): break
+    else: raise ValueError(f"shuffled_boxes found no way to give each of {len(has)} rows boxes different from its own in "
+                           f"{tries} tries: too many rows share the same boxes")
+    out = list(bbox)
+    for i, j in enumerate(p): out[has[i]] = bbox[has[j]]
     return out
 
 # %% ../nbs/03_rewards.ipynb #69d19a29

@@ -128,11 +128,13 @@ def show_saliency(image: Image.Image,      # the picture under the map
 
 # %% ../nbs/06_viz.ipynb #f7f133ad
 def show_example(ax, image, boxes=None, title: str | None = None, saliency=None, alpha: float = 0.7,
-                 interpolation: str = "bilinear", cmap: str = CMAP, wrap: int = 34):
+                 interpolation: str = "bilinear", cmap: str = CMAP, wrap: int = 34,
+                 token_boxes=None, # (n, 4) rectangle of each token when `saliency` is a token map (n,)
+                ):
     "Draw `image` on `ax` with its evidence `boxes`, an optional `saliency` map (`interpolation`: 'bilinear' or 'nearest') and a wrapped `title`."
     wrapped = "\n".join(textwrap.wrap(title, wrap)) if title else None
     if saliency is not None:
-        show_saliency(image, saliency, boxes, ax, alpha, cmap, interpolation, wrapped, colorbar=False)
+        show_saliency(image, saliency, boxes, ax, alpha, cmap, interpolation, wrapped, colorbar=False, token_boxes=token_boxes)
         return ax
     ax.imshow(image, extent=_image_extent(image))
     if boxes is not None: draw_boxes(ax, boxes, *image.size)
@@ -142,7 +144,9 @@ def show_example(ax, image, boxes=None, title: str | None = None, saliency=None,
 
 # %% ../nbs/06_viz.ipynb #41277d7a
 def plot_examples(images, questions, boxes=None, answers=None, truths=None, saliency=None, ncols: int = 4,
-                  size: float = 2.6, suptitle: str | None = None):
+                  size: float = 2.6, suptitle: str | None = None,
+                  token_boxes=None, # per example: its token map's (n, 4) rectangles, None for a grid map
+                 ):
     "A figure of examples with boxes, questions, answers (✓/✗ against `truths`) and optional saliency maps (one shared colour bar)."
     n = len(images)
     nrows = max(1, -(-n // ncols))
@@ -156,7 +160,8 @@ def plot_examples(images, questions, boxes=None, answers=None, truths=None, sali
         if answers is not None:
             mark = "" if truths is None else (" ✓" if answers[i].strip().lower() == str(truths[i]).strip().lower() else f" ✗ ({truths[i]})")
             title += f"\n→ {answers[i]}{mark}"
-        show_example(ax, images[i], None if boxes is None else boxes[i], title, None if saliency is None else saliency[i])
+        show_example(ax, images[i], None if boxes is None else boxes[i], title, None if saliency is None else saliency[i],
+                     token_boxes=None if token_boxes is None else token_boxes[i])
     if suptitle: fig.suptitle(suptitle, fontsize=9)
     if saliency is not None: _colorbar(fig, axs.ravel().tolist(), 0, 1, CMAP, "share of each map's maximum", fraction=0.02, pad=0.01)
     return fig

@@ -38,25 +38,40 @@ def forced_inputs(processor, images, questions, completions, device="cpu"):
     return prompt, ids, mask, teacher_forced_inputs(prompt, ids, mask)
 
 
+def text_parts(model):
+    """Where the reference reads, per family: the decoder (`.layers`, `.norm`), γ of the final norm as the forward applies
+    it, its ε, and each layer's post-attention norm (Gemma 3: between o_proj and the residual) or None."""
+    inner = model.model
+    lm = inner.text_model if hasattr(inner, "text_model") else inner.language_model   # Idefics3 / the others
+    if model.config.model_type == "gemma3":   # Gemma RMSNorm: x / rms(x) * (1 + w)
+        return lm, 1 + lm.norm.weight, lm.norm.eps, [layer.post_attention_layernorm for layer in lm.layers]
+    return lm, lm.norm.weight, lm.norm.variance_epsilon, None
+
+
 @torch.no_grad()
-def naive_reference(model, inputs, P, b, think, answer, ks):
+def naive_reference(model, inputs, P, b, think, answer, ks, covers=None):
     """Row b's D_k for completion tokens `ks`, Σ_{k∈A} C_k of "cot" (before the ReLU), cot's think flow, and the token
-    chain's c(t), D_t and S, written plainly from eager `output_attentions` probabilities and explicit per-head value
-    projections: one function G(j, keys, rows) = Σ_{l,h} row · (value logit of token j on each key)."""
-    lm, tc = model.model.language_model, model.config.text_config
+    chain's c(t), D_t and S, over the image tokens of the prompt (those `covers` keeps, if given), written plainly from eager `output_attentions`
+    probabilities and explicit per-head value projections: one function G(j, keys, rows) = Σ_{l,h} row · (value logit
+    of token j on each key). A post-attention norm (Gemma 3) scales head h's o_proj output by its gain and the 1/rms of
+    the layer's whole o_proj output at that row."""
+    tc = model.config.get_text_config()
+    lm, gamma, eps, post = text_parts(model)
     H, Hkv = tc.num_attention_heads, tc.num_key_value_heads
     model.set_attn_implementation({"text_config": "eager"})
-    normed, final = {}, {}
+    normed, final, o_out = {}, {}, {}
     hooks = [layer.input_layernorm.register_forward_hook(lambda m, a, o, l=l: normed.__setitem__(l, o[b]))
              for l, layer in enumerate(lm.layers)]
     hooks.append(lm.norm.register_forward_hook(lambda m, a, o: final.__setitem__("r", a[0][b])))
+    hooks += [m.register_forward_hook(lambda m, a, o, l=l: o_out.__setitem__(l, a[0][b])) for l, m in enumerate(post or ())]
     try: out = model(**inputs, output_attentions=True)
     finally:
         for h in hooks: h.remove()
         model.set_attn_implementation({"text_config": "sdpa"})
     ids = inputs["input_ids"][b]
     img = (ids[:P] == model.config.image_token_id).nonzero()[:, 0]
-    gamma, eps, d = lm.norm.weight, lm.norm.variance_epsilon, lm.layers[0].self_attn.head_dim
+    img = img if covers is None else img[torch.as_tensor(covers)]
+    d = lm.layers[0].self_attn.head_dim
     att = [a[b] for a in out.attentions]  # per layer (H, S, S)
 
     def G(j, keys, row=lambda l, h, q: att[l][h, q]):
@@ -66,10 +81,11 @@ def naive_reference(model, inputs, P, b, think, answer, ks):
         total = torch.zeros(len(keys))
         for l, layer in enumerate(lm.layers):
             v = layer.self_attn.v_proj(normed[l])  # (S, Hkv·d): the values, projected explicitly
+            gain, scale = (1, 1) if post is None else (1 + post[l].weight, 1 / torch.sqrt(o_out[l][q].pow(2).mean() + post[l].eps))
             for h in range(H):
                 kv = h // (H // Hkv)
-                w = layer.self_attn.o_proj.weight[:, h * d:(h + 1) * d].T @ (gamma * model.lm_head.weight[y])
-                total += row(l, h, q)[keys] * (v[keys, kv * d:(kv + 1) * d] @ w) * inv_rms
+                w = layer.self_attn.o_proj.weight[:, h * d:(h + 1) * d].T @ (gain * gamma * model.lm_head.weight[y])
+                total += row(l, h, q)[keys] * (v[keys, kv * d:(kv + 1) * d] @ w) * inv_rms * scale
         return total
 
     D = torch.stack([G(k, img) for k in ks])
