@@ -53,7 +53,7 @@ def answer_batch(model, processor, images, questions,
 def map_scores(maps,          # one (gh, gw) non-negative map per example, or an (n,) token map
                boxes: list,   # each example's evidence boxes ([] for none)
                valid,         # whether each example's completion had a valid structure
-               token_boxes: list | None = None, # per map: its tokens' (n, 4) rectangles, None for a grid map (`Explanation.token_boxes`)
+               token_boxes: list | None = None, # per map: its tokens' (n, 4) rectangles (an Explanation's token_boxes), None for a grid map
               ) -> dict[str, np.ndarray]:
     "Energy pointing game and pointing game of each map against its boxes; NaN where the completion is invalid or there are no boxes."
     bad = ~np.asarray(valid, bool)
