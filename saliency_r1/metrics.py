@@ -251,7 +251,7 @@ def _as_sizes(image_sizes, n: int) -> np.ndarray:
 # %% ../nbs/02_metrics.ipynb #06937c53
 def pointing_game_batch(saliency_maps, # n maps (signed maps are fine: only the argmax matters)
                         boxes: list, # n entries, each one row's boxes
-                        tolerance: float = 0.0, # pixels; > 0 needs `image_sizes`
+                        tolerance: float = 0.0, # pixels; > 0 needs image_sizes
                         image_sizes=None, # (width, height), one pair for all rows or one per row
                         token_boxes: list | None = None, # n entries: a token map's (n_i, 4) rectangles, None for a grid map
                        ) -> np.ndarray:
