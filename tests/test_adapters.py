@@ -7,8 +7,8 @@ import torch
 
 from saliency_r1.adapters import ADAPTERS, adapter_for
 from saliency_r1.cli import main as cli_main
-from saliency_r1.data import format_completion, make_shapes_dataset
-from saliency_r1.grpo import SaliencyGRPOConfig, SaliencyGRPOTrainer, _scored
+from saliency_r1.data import format_completion, make_conversation, make_shapes_dataset
+from saliency_r1.grpo import SaliencyGRPOConfig, SaliencyGRPOTrainer, _scored, forward_explanations
 from saliency_r1.rewards import SaliencyReward
 from saliency_r1.sft import make_lora_config
 from saliency_r1.evaluate import evaluate, map_scores, perturbation_aucs
@@ -135,6 +135,9 @@ def test_rewards_score_token_maps(family):
     reward = SaliencyReward()([e.text for e in exps], bbox=rows["bbox"], saliency_maps=[e.answer_map for e in exps], valid=[True, True],
                               saliency_token_boxes=[None if e.grid is not None else e.token_boxes for e in exps])
     np.testing.assert_allclose(reward, np.nan_to_num(energy), atol=1e-12)
+    forward = forward_explanations(model, processor, [make_conversation(r) for r in rows], rows["image"], [e.completion_ids for e in exps])
+    for f, e in zip(forward, exps):   # the trainer's "forward" capture: the same maps and rectangles
+        np.testing.assert_array_equal(f.token_boxes, e.token_boxes); assert rel_err(f.answer_map, e.answer_map) <= 1e-6
 
 
 def test_grpo_step_with_lora(family, tmp_path):
