@@ -51,3 +51,81 @@ def test_mismatched_question_sets_are_one_line(reports, tmp_path):
     assert code == 2 and err.getvalue().count("\n") == 1, err.getvalue()
     assert "2 only in sft, 0 only in part" in err.getvalue() and "evaluate both on the same dataset" in err.getvalue()
     assert not (tmp_path / "c").exists()
+
+
+def toy_json(ids=("q0", "q1", "q2"), methods=("chain",), **change) -> str:
+    "A small report.json as `EvalReport.to_json` writes it (records only), with fields of every record replaced by `change`."
+    maps = {m: dict(energy_pg=0.5, pointing_game=1.0) for m in (*methods, "uniform")} if methods else {}
+    recs = [dict(id=q, template="colour", correct=k % 2 == 0, format=True, valid=True, blank_correct=None, maps=maps) | change
+            for k, q in enumerate(ids)]
+    return json.dumps(dict(info={}, methods=list(methods), records=recs))
+
+
+def run_main(args) -> tuple[int, str]:
+    "`main(args)`'s exit status and stderr."
+    from saliency_r1.cli import main
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()): code = main([str(a) for a in args])
+    return code, err.getvalue()
+
+
+@pytest.mark.parametrize("text, says", [
+    (toy_json(correct="yes"), "bad.json is not a valid evaluation report: records[0] (id 'q0'): correct is 'yes', not true or false"),
+    (toy_json(maps={}), "bad.json is not a valid evaluation report: records[0] (id 'q0'): maps lacks 'chain'"),
+    (toy_json(ids=("q0", "q1", "q0")), "Report B has 1 question id more than once (q0)"),
+    (toy_json(ids=()), "bad.json is not a valid evaluation report: records is [], not a non-empty list"),
+    ("[1, 2]", "bad.json is not an evaluation report: it holds a JSON list"),
+    ("", "bad.json is empty"),
+    (b'{"methods": ["chain"], "info": "\xe9"}', "bad.json is not UTF-8 text (byte 32)"),
+])
+def test_bad_report_files_are_one_line(tmp_path, text, says):
+    "A report.json that is not one (hand-edited, truncated, another encoding) is named in one line, exit status 2, nothing written."
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(toy_json())
+    bad.write_bytes(text) if isinstance(text, bytes) else bad.write_text(text)
+    code, err = run_main(["compare", good, bad, "--out", tmp_path / "c"])
+    assert code == 2 and err.count("\n") == 1 and says in err, err
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--names", "x", "x"], "names must be two different non-empty strings"),
+    (["--names", "x", " "], "names must be two different non-empty strings"),
+    (["--n-boot", "99"], "n_boot must be an integer >= 100, got 99"),
+])
+def test_bad_compare_options_are_one_line(tmp_path, extra, says):
+    (tmp_path / "a.json").write_text(toy_json()); (tmp_path / "b.json").write_text(toy_json())
+    code, err = run_main(["compare", tmp_path / "a.json", tmp_path / "b.json", "--out", tmp_path / "c", *extra])
+    assert code == 2 and err.count("\n") == 1 and says in err, err
+
+
+def test_no_questions_and_no_method_in_common(tmp_path):
+    "No question in common: refused. No saliency method in common: accuracy only, and the tables say so."
+    (tmp_path / "a.json").write_text(toy_json()); (tmp_path / "x.json").write_text(toy_json(ids=("x0", "x1")))
+    code, err = run_main(["compare", tmp_path / "a.json", tmp_path / "x.json", "--out", tmp_path / "c"])
+    assert code == 2 and err.count("\n") == 1 and "No questions to compare: A has 3 questions, B 2, none in both" in err, err
+    (tmp_path / "cot.json").write_text(toy_json(methods=("cot",)))
+    out = io.StringIO()
+    from saliency_r1.cli import main
+    with contextlib.redirect_stdout(out): assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "cot.json"), "--out", str(tmp_path / "c")]) == 0
+    assert "no saliency method in both reports (A: chain; B: cot): only accuracy compared" in out.getvalue()
+    assert json.loads((tmp_path / "c" / "comparison.json").read_text())["methods"] == []
+
+
+def test_out_that_is_a_file_fails_before_any_work(tmp_path, monkeypatch):
+    "`eval --out FILE` (and `demo`, `compare`) stop in one line before loading data or a model, not with a traceback at the end."
+    import saliency_r1.cli as cli
+    def no_work(*a, **k): raise AssertionError("the evaluation started")
+    monkeypatch.setattr(cli, "_eval_dataset", no_work); monkeypatch.setattr(cli, "_load_model", no_work)
+    taken = tmp_path / "taken"; taken.write_text("x")
+    for args in (["eval", "--dataset", "synthetic", "--out", taken], ["demo", "--out", taken / "sub"]):
+        code, err = run_main(args)
+        assert code == 2 and err.count("\n") == 1 and f"{taken} is a file, not a folder" in err, err
+    (tmp_path / "a.json").write_text(toy_json())
+    code, err = run_main(["compare", tmp_path / "a.json", tmp_path / "a.json", "--out", taken])
+    assert code == 2 and err.count("\n") == 1 and "is a file, not a folder" in err, err
+
+
+def test_help_shows_the_underscore_spelling():
+    from saliency_r1.cli import build_parser
+    assert "underscores (--max_new_tokens) are accepted too" in " ".join(build_parser().format_help().split())
