@@ -59,6 +59,19 @@ def sharding(model: torch.nn.Module) -> str | None:
     p = next(model.parameters(), None)
     return "DeepSpeed ZeRO-3" if p is not None and hasattr(p, "ds_id") else None  # every parameter carries its ds_id
 
+# %% ../nbs/04b_weights.ipynb #64752365
+def _unpacked_4bit(w) -> torch.Tensor:
+    """A 4-bit weight that bitsandbytes repacked for its AVX512-BF16 CPU kernel (it does so at the first CPU forward in
+    eval mode), dequantized from copies put back in the standard layout, with the bfloat16 block scales the repacked kernel
+    multiplies by; the module keeps its packed weight."""
+    import copy
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse, dequantize_4bit  # no public inverse exists
+    packed = w.quant_state
+    data, state = _convert_weight_packed_for_cpu_inverse(w.data.clone(), copy.deepcopy(packed))  # the codes' layout back
+    state.absmax = packed.absmax.T.reshape(-1).float()  # the block scales the kernel uses: bfloat16, stored transposed
+    state.nested, state.dtype = False, torch.float32
+    return dequantize_4bit(data, state)
+
 # %% ../nbs/04b_weights.ipynb #741deeb1
 BNB_PARAMS = ("Params4bit", "Int8Params")  # bitsandbytes' 4-bit and 8-bit weight classes
 
@@ -67,7 +80,8 @@ def layer_weight(layer: torch.nn.Module, rows: torch.Tensor | None = None) -> to
     bitsandbytes weights are dequantized, FSDP2 `DTensor`s gathered; ZeRO-3 and FSDP1 need `gathered` around the call.
     TypeError for weights of another kind (GPTQ/AWQ packed, torchao, HQQ, fp8); RuntimeError for an empty (ungathered) one."""
     w = getattr(layer, "weight", None)
-    if w is not None and type(w).__name__ in BNB_PARAMS:  # (not PEFT's dequantize_module_weight: it re-assigns an 8-bit weight)
+    if w is not None and getattr(getattr(w, "quant_state", None), "packing_format_for_cpu", False): w = _unpacked_4bit(w)
+    elif w is not None and type(w).__name__ in BNB_PARAMS:  # (not PEFT's dequantize_module_weight: it re-assigns an 8-bit weight)
         from peft.utils.integrations import dequantize_bnb_weight
         w = dequantize_bnb_weight(w, getattr(layer, "state", None))
     elif isinstance(w, DTensor): w = w.full_tensor()
