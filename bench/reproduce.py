@@ -42,9 +42,9 @@ ARMS = {"A": dict(label="cold start", method=None), "B": dict(label="GRPO format
         "E": dict(label="+ saliency (attention)", method="attention"), "F": dict(label="+ saliency (direct)", method="direct"),
         "S": dict(label="placebo: shuffled boxes", method="chain"), "R": dict(label="placebo: random, D's moments", method=None)}
 SPLITS = {"heldout": (4242, 4243, 4244), "validation": (5151, 5152, 5153)}  # seeds of the (absent, right, conflict) hint sets
-# CPU seconds (one torch thread), measured in the first study: a GRPO step of 4 prompts x 8 generations, what a recorded
+# CPU seconds (one torch thread), measured in the placebo study: a GRPO step of 4 prompts x 8 generations, what a recorded
 # saliency reward adds to it, one evaluated question (with its grey-image twin), one deletion + insertion curve
-STEP_CPU_S, STEP_SALIENCY_CPU_S, QUESTION_CPU_S, DELETION_CPU_S = 1.0, 0.03, 0.08, 0.3
+STEP_CPU_S, STEP_SALIENCY_CPU_S, QUESTION_CPU_S, DELETION_CPU_S = 1.3, 0.05, 0.06, 0.3
 MAPS = ("chain", "top_token")                                   # top_token: measured, never rewarded
 CLAIM_METRICS = ("chain_energy_pg", "chain_pg", "top_token_energy_pg", "top_token_pg")
 
