@@ -478,7 +478,7 @@ def main(argv=None):
     summarize = lambda res: dict(summary={k: {m: arm_stats(rs, m) for m, _, _ in ROWS if m in rs[0]["metrics"]} for k, rs in res.items()},
                                  verdicts={k: verdict(res, k) for k in ("C", "D", "E", "F") if k in res},
                                  placebo_verdict=placebo_verdict(res) if {"S", "R"} & set(res) else None)
-    out = dict(**provenance([__file__, *(sys.argv[1:] if argv is None else argv)]), tag=a.tag, settings=settings, split=a.split, split_seeds=dict(zip(("absent", "right", "conflict"), SPLITS[a.split])),
+    out = dict(**(provenance() if argv is None else provenance([__file__, *argv])), tag=a.tag, settings=settings, split=a.split, split_seeds=dict(zip(("absent", "right", "conflict"), SPLITS[a.split])),
                training_data_seed="1000 + seed", arms={k: ARMS[k]["label"] for k in a.arms}, runs=runs, **summarize(results),
                examples={k: rs[0]["examples"] for k, rs in results.items()},
                validation=({k: [dict(seed=r["seed"], metrics=r["metrics"]) for r in rs] for k, rs in view("validation").items()}
