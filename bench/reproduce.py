@@ -1,28 +1,35 @@
-"""Reproduce Saliency-R1's claim at small scale, with ablations and seeds (issue 13).
+"""Reproduce Saliency-R1's claim at small scale, with ablations, placebos and seeds (issues 13 and 20).
 
-Does a saliency reward make the tiny VLM's answers draw on the evidence, beyond seed noise, without costing accuracy?
-Every arm starts from the same cold start, `pretrained_tiny(variant="wander")` (about half of its greedy thoughts first
-describe the distractors), and trains with the same GRPO steps, data and seeds:
+Does a saliency reward make the tiny VLM's answers draw on the evidence, beyond seed noise, without costing accuracy,
+and is what it does more than adding reward variance? Every arm starts from the same cold start,
+`pretrained_tiny(variant="wander")` (about half of its greedy thoughts first describe the distractors), and trains with
+the same GRPO steps, data and seeds:
 
     A  cold start only                       D  + saliency reward, the library's `chain` map
     B  GRPO, format + accuracy rewards       E  + saliency reward, raw `attention` map (ablation)
     C  + saliency reward, the paper's `cot`  F  + saliency reward, `direct` map, no thinking hop (ablation)
+    S  placebo: D's reward scored against another question's boxes (`shuffled_boxes`)
+    R  placebo: format + accuracy + a random reward with D's per-step mean and sd, same seed (`MatchedRandomReward`;
+       runs after D)
 
-The training questions carry a textual shortcut ("(Hint: the answer is X.)") at `--shortcut-rate`, so a policy can
-earn the accuracy reward without looking. Each run is measured on held-out questions without and with shortcuts
-(`--n` each, seeds 4242/4243) and on a validation split (seeds 5151/5152) that alone is used to choose settings:
-accuracy (overall, per template, and about a grey image), format rate, energy pointing game and pointing game of the
-`chain` map and of `top_token` (no arm is rewarded on it), the uniform-map and random-cell baselines, deletion and
-insertion AUC minus a seeded random ranking (paired, first `--deletion` valid examples), and the share of wandering
-thoughts ("There is" in the thinking). Writes `--out` (per-seed metrics under the arm letters, a summary, the verdicts,
-the command and versions), a markdown table, and figures next to it.
+The training questions carry a hint ("(Hint: the answer is X.)") at `--shortcut-rate`, naming the right answer with
+probability `--cue-reliability`, so a policy can earn the accuracy reward by reading. Each run is measured on three
+held-out sets of `--n` questions (seeds 4242/4243/4244: no hint, a right hint, a wrong hint) and, unless
+`--no-validation`, on the validation split (seeds 5151-5153) that alone is used to choose settings: accuracy (overall,
+per template, and about a grey image), format rate, energy pointing game and pointing game of the `chain` map and of
+`top_token` (no arm is rewarded on it), the uniform-map and random-cell baselines, deletion and insertion AUC minus a
+seeded random ranking (paired, first `--deletion` valid examples, no-hint set), and the share of wandering thoughts
+("There is" in the thinking). Every GRPO step is logged (rewards, their spread, the share of groups with zero spread).
+Writes `--out` (per-seed metrics under the arm letters, a summary, the verdicts, D against B, S and R paired by question,
+provenance), a markdown table, and figures next to it.
 
-    python bench/reproduce.py [--arms A B C D E F] [--seeds 0 1 2] [--steps 300] [--n 300] [--deletion 60] [--workers 2]
+    python bench/reproduce.py [--arms A B D S R] [--seeds 0 1 2 3] [--steps 300] [--n 300] [--deletion 60] [--workers 2]
     python bench/reproduce.py --split validation --tag TRY ...     # a setting tried on the validation split only
 
 Runs go to a process pool (`--workers`, one torch thread each: on a busy 2-core machine two threads per process
-oversubscribe the cores and a GRPO step took 10x longer). Each finished run is cached under `--cache`, keyed by its
-settings, so an interrupted experiment resumes where it stopped.
+oversubscribe the cores and a GRPO step took 10x longer). Each finished run (its LoRA adapter, training log, metrics and
+per-question records) is cached under `--cache`, keyed by its settings, so an interrupted experiment resumes where it
+stopped; the plan printed first says what the runs not yet cached will cost.
 """
 import argparse, hashlib, json, math, os, sys, tempfile, time
 from concurrent.futures import ProcessPoolExecutor, as_completed
