@@ -317,7 +317,7 @@ def _plt():
 
 def bars_figure(results: dict):
     """One panel per metric, y from 0 (deletion and insertion are differences, centred on 0): bars = mean over seeds,
-    error bars = seed sd, dots = seeds; dashed = baseline (uniform map, random cell, random ranking)."""
+    error bars = seed sd, dots = seeds; dashed = baseline (uniform map, random cell; the random ranking is 0)."""
     plt, arms = _plt(), [k for k in ARMS if k in results]
     rows = [r for r in ROWS if r[0] in results[arms[0]][0]["metrics"]]
     base = results[arms[0]][0]["metrics"]
@@ -414,9 +414,9 @@ def finished_runs(jobs: list, a: dict, cache: Path, evals: list, workers: int):
         return
     with ProcessPoolExecutor(workers, initializer=_worker_init, mp_context=get_context("spawn")) as pool:
         held = [j for j in jobs if waits_for(j, cache, a)]
-        futures = {pool.submit(run_one, *j, a, cache, evals): j for j in jobs if j not in held}
         if any(waits_for(j, cache, a) not in jobs for j in held):
             raise ValueError("arm R needs arm D of the same seeds in this run (or D's cached training log): add D to --arms")
+        futures = {pool.submit(run_one, *j, a, cache, evals): j for j in jobs if j not in held}
         while futures:
             f = next(as_completed(futures))
             k, s = futures.pop(f)
