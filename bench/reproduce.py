@@ -31,7 +31,7 @@ oversubscribe the cores and a GRPO step took 10x longer). Each finished run (its
 per-question records) is cached under `--cache`, keyed by its settings, so an interrupted experiment resumes where it
 stopped; the plan printed first says what the runs not yet cached will cost.
 """
-import argparse, hashlib, json, math, os, sys, tempfile, time
+import argparse, dataclasses, hashlib, json, math, os, sys, tempfile, time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -264,7 +264,7 @@ def load_records(path: Path, prefix: str = ""):
 def _diffs(cmp) -> dict:
     "The numbers of a `ComparisonReport` this study reports: accuracy (McNemar) and energy-PG of both maps, with their CIs."
     s = cmp.summary()
-    return dict(n=s["n"], accuracy=s["accuracy"]._asdict(), **{f"{m}_energy_pg": s["maps"][m]["energy_pg"]._asdict() for m in MAPS})
+    return dict(n=s["n"], accuracy=dataclasses.asdict(s["accuracy"]), **{f"{m}_energy_pg": dataclasses.asdict(s["maps"][m]["energy_pg"]) for m in MAPS})
 
 def paired_comparisons(cache: Path, a: dict, seeds: list, split: str, arm: str = "D", controls=("B", "S", "R")) -> dict:
     """Per control, set (no hint, hint wrong) and seed, `arm` − control paired by question (`compare`: exact McNemar for

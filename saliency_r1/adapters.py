@@ -5,7 +5,7 @@
 # %% ../nbs/04c_adapters.ipynb #82f8f5a5
 from __future__ import annotations
 from functools import cached_property
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import math
 
@@ -19,10 +19,11 @@ from .weights import unwrap_model, dense_weight
 
 # %% auto #0
 __all__ = ['ADAPTERS', 'TokenLayout', 'VLMAdapter', 'register_adapter', 'adapter_for', 'QwenVLAdapter', 'Qwen3VLAdapter',
-           'LlavaOnevisionAdapter', 'Idefics3Adapter', 'InternVLAdapter', 'Gemma3Adapter']
+           'LlavaOnevisionAdapter', 'LlavaNextAdapter', 'Idefics3Adapter', 'InternVLAdapter', 'Gemma3Adapter']
 
 # %% ../nbs/04c_adapters.ipynb #e2d4df2c
-class TokenLayout(NamedTuple):
+@dataclass(frozen=True)
+class TokenLayout:
     "Where one example's image tokens lie on its image."
     boxes: np.ndarray                     # (n, 4) rectangle (x1, y1, x2, y2) in [0, 1] of the image each image token covers, in prompt order
     grid: tuple[int, int] | None = None   # (gh, gw) when the tokens are the cells of one row-major grid over the whole image
@@ -140,10 +141,15 @@ class Qwen3VLAdapter(QwenVLAdapter):
 class LlavaOnevisionAdapter(VLMAdapter):
     "LLaVA-OneVision: a base view, then the anyres crops row by row with a newline token closing each row (newlines cover no region)."
 
+# %% ../nbs/04c_adapters.ipynb #8f781a7a
+@register_adapter("llava_next")
+class LlavaNextAdapter(VLMAdapter):
+    "LLaVA-NeXT: LLaVA-OneVision's layout (a base view, then the crops row by row, a newline token closing each row) from a CLIP tower, its CLS token dropped."
+
 # %% ../nbs/04c_adapters.ipynb #ff9416b2
-@register_adapter("idefics3")
+@register_adapter("idefics3", "smolvlm")
 class Idefics3Adapter(VLMAdapter):
-    "Idefics3 (SmolVLM's first layout): the tiles row by row, then the global view, each 4 × 4 pixel-shuffled tokens; the text model is `text_model`."
+    "Idefics3 and SmolVLM: the tiles row by row, then the global view, each 4 × 4 pixel-shuffled tokens; the text model is `text_model`."
     @cached_property
     def text(self) -> torch.nn.Module: return self.model.model.text_model
     @property

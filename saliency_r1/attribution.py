@@ -93,13 +93,16 @@ def attention_rows(q: torch.Tensor,         # query rows of one layer, (..., H, 
                    query_pos: torch.Tensor, # absolute position of each query row, (n,)
                    scaling: float,          # the layer's softmax scale (d_head ** -0.5 for Qwen)
                    dtype: torch.dtype = torch.float32, # the arithmetic's dtype (q and k are upcast to it)
+                   window: int | None = None, # sliding window: a query at q sees keys q - window < p ≤ q (None: all p ≤ q)
                   ) -> torch.Tensor:        # α, (..., H, n, S), in `dtype`
     """α(i → ·) of each query row: the causal softmax over the unpadded keys, in float32 unless `dtype` says otherwise
     (query head h reads KV head h // (H/H_kv)). Leading dimensions (examples of a batch) are optional and shared by
-    q, k and key_ok."""
+    q, k and key_ok. A sliding-window layer's keys outside the window are masked before the softmax, as the layer does."""
     *batch, H, n, d = q.shape
     scores = ((q.to(dtype) * scaling).reshape(*batch, k.shape[-3], -1, d) @ k.to(dtype).transpose(-1, -2)).reshape(*batch, H, n, -1)
-    hidden = ~key_ok[..., None, None, :] | (torch.arange(k.shape[-2], device=k.device) > query_pos[:, None])
+    p = torch.arange(k.shape[-2], device=k.device)
+    hidden = ~key_ok[..., None, None, :] | (p > query_pos[:, None])
+    if window is not None: hidden = hidden | (p <= query_pos[:, None] - window)
     return scores.masked_fill_(hidden, float("-inf")).softmax(-1)
 
 # %% ../nbs/04_attribution.ipynb #66af4e54

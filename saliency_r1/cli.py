@@ -8,9 +8,9 @@ import argparse, dataclasses, importlib.resources, json, math, sys, time, warnin
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['RECIPES', 'COMMON_TRAIN_OPTIONS', 'CLIError', 'cmd_sft', 'cmd_data', 'cmd_explain', 'cmd_eval', 'cmd_demo',
-           'cmd_compare', 'list_recipes', 'recipe_path', 'resolve_recipe', 'train_help', 'normalize_options',
-           'cmd_train', 'build_parser', 'main']
+__all__ = ['TINY_ARCHS', 'RECIPES', 'COMMON_TRAIN_OPTIONS', 'CLIError', 'cmd_sft', 'cmd_data', 'cmd_explain', 'cmd_eval',
+           'cmd_demo', 'cmd_compare', 'list_recipes', 'recipe_path', 'resolve_recipe', 'train_help',
+           'normalize_options', 'cmd_train', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #403d5029
 class CLIError(Exception):
@@ -42,6 +42,9 @@ def _pair(text: str) -> tuple[int, int]:
         w, h = (text.lower().split("x") + [None])[:2]
         return int(w), int(h or w)
     except ValueError: raise argparse.ArgumentTypeError(f"expected a size like 112 or 200x150, got {text!r}") from None
+
+# %% ../nbs/10_cli.ipynb #c112f9eb
+TINY_ARCHS = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3", "idefics3", "internvl", "llava_next", "llava_onevision", "smolvlm"]  # `--arch`: families of a new tiny model
 
 # %% ../nbs/10_cli.ipynb #0118e795
 def cmd_sft(a) -> dict:
@@ -92,9 +95,9 @@ def cmd_data(a) -> dict:
 
 # %% ../nbs/10_cli.ipynb #6fa2442e
 def _load_model(a):
-    "The model and processor of `--model` (folder or hub name), else the shipped tiny model of `--tiny-variant`."
+    "The model and processor of `--model` (folder or hub name), else the shipped tiny model of `--tiny-arch` and `--tiny-variant`."
     from saliency_r1.models import pretrained_tiny, load_vlm
-    return load_vlm(a.model) if a.model else pretrained_tiny(variant=a.tiny_variant or None)
+    return load_vlm(a.model) if a.model else pretrained_tiny(a.tiny_arch, variant=a.tiny_variant or None)
 
 def _methods(values) -> tuple[str, ...]:
     "Saliency method names from the command line (space- or comma-separated), checked against `METHODS`."
@@ -114,6 +117,14 @@ def _boxes(text: str | None) -> list:
     if not boxes: raise CLIError(f"--bbox {text!r} holds no box: write \"[x1,y1,x2,y2]\" in [0, 1]")
     return boxes
 
+# %% ../nbs/10_cli.ipynb #d22ab292
+def _out_folder(p: str) -> Path:
+    "`--out` as a folder, checked before any work: a file in its place (or in a parent's) is one error, not a traceback at the end."
+    out = Path(p)
+    blocker = next((q for q in (out, *out.parents) if q.exists() and not q.is_dir()), None)
+    if blocker is not None: raise CLIError(f"--out {p}: {blocker} is a file, not a folder (give a folder; it is created if missing)")
+    return out
+
 # %% ../nbs/10_cli.ipynb #544b80e3
 def _read_image(path: str):
     from saliency_r1.data import to_rgb
@@ -130,13 +141,13 @@ def cmd_explain(a) -> dict:
     from saliency_r1.rewards import answer_text
     from saliency_r1.saliency import explain
     from saliency_r1.viz import plot_reasoning_flow
-    image, boxes, (method, *more) = _read_image(a.image), _boxes(a.bbox), _methods(a.method)
+    out, image, boxes, (method, *more) = _out_folder(a.out), _read_image(a.image), _boxes(a.bbox), _methods(a.method)
     if more: raise CLIError(f"--method takes one method, got {', '.join([method, *more])}")
     if a.max_new_tokens < 1: raise CLIError(f"--max-new-tokens must be at least 1, got {a.max_new_tokens}")
     model, processor = _load_model(a)
     e = explain(model, processor, image, a.question, method=method, max_new_tokens=a.max_new_tokens)
     chain = e if method == "chain" else explain(model, processor, image, a.question, completion=e.text, method="chain")
-    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     tokens = None if e.grid is not None else e.token_boxes   # a family whose image tokens are not one grid: a token map
     info = dict(question=a.question, completion=e.text, answer=answer_text(e.text), valid=e.valid, method=method,
                 grid=None if tokens is not None else list(e.grid), token_boxes=None if tokens is None else tokens.round(6).tolist(),
@@ -156,13 +167,6 @@ def cmd_explain(a) -> dict:
     return info
 
 # %% ../nbs/10_cli.ipynb #06f8620a
-def _out_folder(p: str) -> Path:
-    "`--out` as a folder, checked before any work: a file in its place (or in a parent's) is one error, not a traceback at the end."
-    out = Path(p)
-    blocker = next((q for q in (out, *out.parents) if q.exists() and not q.is_dir()), None)
-    if blocker is not None: raise CLIError(f"--out {p}: {blocker} is a file, not a folder (give a folder; it is created if missing)")
-    return out
-
 def _eval_dataset(a):
     from saliency_r1.data import make_shapes_dataset, load_grounded_dataset
     if a.n is not None and a.n < 1: raise CLIError(f"--n must be at least 1, got {a.n}")
@@ -179,7 +183,8 @@ def _run_eval(a, data, methods) -> "EvalReport":
     model, processor = _load_model(a)
     report = evaluate(model, processor, data, methods, deletion=a.deletion, batch_size=a.batch_size, max_new_tokens=a.max_new_tokens,
                       blank=not a.no_blank)
-    report.info |= dict(model=a.model or f"shipped tiny model{' (' + a.tiny_variant + ')' if a.tiny_variant else ''}",
+    tiny = "shipped tiny model" + (f" {a.tiny_arch}" if a.tiny_arch != "qwen2_5_vl" else "") + (f" ({a.tiny_variant})" if a.tiny_variant else "")
+    report.info |= dict(model=a.model or tiny,
                         dataset=getattr(a, "dataset", "synthetic"), dataset_seed=a.seed)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     report.to_json(out / "report.json"); (out / "report.md").write_text(report.to_markdown())
@@ -353,6 +358,8 @@ def cmd_train(argv: list[str]) -> dict:
 # %% ../nbs/10_cli.ipynb #0b0671ef
 def _model_args(p):
     p.add_argument("--model", default=None, help="checkpoint folder or hub name (default: the shipped tiny model)")
+    p.add_argument("--tiny-arch", default="qwen2_5_vl", choices=TINY_ARCHS, help="without --model: the shipped tiny model's family "
+                   "(qwen2_5_vl, gemma3 and llava_onevision are shipped)")
     p.add_argument("--tiny-variant", default=None, help="without --model: the shipped tiny model's variant, e.g. wander")
 
 def _eval_args(p, n, seed, out, methods):
@@ -399,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=None, help="hub name or folder to LoRA-tune (default: a new tiny model)")
     s.add_argument("--data", default=None, help="grounded dataset with a 'thinking' column (default: synthetic stream)")
     s.add_argument("--split", default=None, help="split of a hub or multi-split dataset")
-    s.add_argument("--arch", default="qwen2_5_vl", choices=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"], help="family of a new tiny model")
+    s.add_argument("--arch", default="qwen2_5_vl", choices=TINY_ARCHS, help="family of a new tiny model")
     s.add_argument("--init", default=None, help="continue full fine-tuning of a tiny model from this folder (e.g. a second, low-lr stage)")
     s.add_argument("--steps", type=_count, default=12000, help="max optimizer steps (the cosine schedule's length)")
     s.add_argument("--minutes", type=_positive, default=None, help="wall-clock budget; stops early when spent")

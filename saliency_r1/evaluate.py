@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib, dataclasses, hashlib, json, math, time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -62,7 +61,8 @@ def map_scores(maps,          # one (gh, gw) non-negative map per example, or an
     return dict(energy_pg=epg, pointing_game=pg)
 
 # %% ../nbs/07_evaluate.ipynb #708314fb
-class Stat(NamedTuple):
+@dataclass(frozen=True)
+class Stat:
     "A mean with its standard error and the number of finite values it was taken over."
     mean: float
     se: float
@@ -145,7 +145,7 @@ def summary(self: EvalReport, template: str | None = None) -> dict:
 
 # %% ../nbs/07_evaluate.ipynb #a395ae7a
 def _jsonable(x):
-    if hasattr(x, "_asdict"): return {k: _jsonable(v) for k, v in x._asdict().items()}
+    if dataclasses.is_dataclass(x) and not isinstance(x, type): return {f.name: _jsonable(getattr(x, f.name)) for f in dataclasses.fields(x)}
     if isinstance(x, dict): return {str(k): _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)): return [_jsonable(v) for v in x]
     if isinstance(x, (np.generic,)): x = x.item()
@@ -222,6 +222,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows])
 
 def _pct(x) -> str: return "–" if x is None else f"{x:.1%}"
+def _n(k: int, noun: str) -> str: return f"{k} {noun}{'' if k == 1 else 's'}"
 
 @patch
 def _method_rows(self: EvalReport, s: dict) -> list[list[str]]:
@@ -238,7 +239,7 @@ def _method_rows(self: EvalReport, s: dict) -> list[list[str]]:
 def to_markdown(self: EvalReport, templates: bool = True) -> str:
     "Markdown tables: accuracy, then methods × metrics with the uniform row, overall and (with `templates`) per template."
     s, parts = self.summary(), []
-    head = f"**{s['n']} questions**: accuracy {_pct(s['accuracy'])} (valid format {_pct(s['format_rate'])}"
+    head = f"**{_n(s['n'], 'question')}**: accuracy {_pct(s['accuracy'])} (valid format {_pct(s['format_rate'])}"
     head += (f"; blank image {_pct(s['blank_accuracy'])}" if s["blank_accuracy"] is not None else "")
     parts.append(head + (f"; chance {_pct(s['chance'])})" if s["chance"] is not None else ")"))
     if self.methods:
@@ -287,7 +288,7 @@ def plot(self: EvalReport, examples: int = 3, size: float = 1.9):
         ax.axhline(base, ls="--", color="grey", label="uniform map" if metric in ("energy_pg", "pointing_game") else "random ranking")
         ax.set_xticks(range(ncols), self.methods, rotation=45, ha="right", fontsize=7)
         ax.set_title(METRICS[metric], fontsize=9); ax.legend(fontsize=7); ax.tick_params(labelsize=7)
-    top.suptitle(f"{s['n']} questions, accuracy {_pct(s['accuracy'])}", fontsize=9)
+    top.suptitle(f"{_n(s['n'], 'question')}, accuracy {_pct(s['accuracy'])}", fontsize=9)
     if shown:
         axs = np.atleast_2d(bottom.subplots(len(shown), ncols, squeeze=False))
         for j, (row, i) in enumerate(zip(axs, shown)):
@@ -424,7 +425,8 @@ def paired_bootstrap(d,                   # per-question differences B − A (fi
     return float(low), float(high)
 
 # %% ../nbs/07_evaluate.ipynb #7ec20aa0
-class Diff(NamedTuple):
+@dataclass(frozen=True)
+class Diff:
     "A paired difference B − A over the `n` questions where both have a value; for accuracy also McNemar's counts and p."
     a: float                 # A's mean over the paired questions
     b: float                 # B's mean over the same questions
@@ -448,11 +450,9 @@ def accuracy_diff(correct_a, correct_b, n_boot: int = 2000, seed: int = 0) -> Di
     "B − A in accuracy over the same questions: the bootstrap CI, the discordant counts and the exact McNemar p."
     a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
     b01, b10 = int((~a & b).sum()), int((a & ~b).sum())
-    return paired_diff(a, b, n_boot, seed)._replace(b01=b01, b10=b10, p=mcnemar_exact(b01, b10))
+    return dataclasses.replace(paired_diff(a, b, n_boot, seed), b01=b01, b10=b10, p=mcnemar_exact(b01, b10))
 
 # %% ../nbs/07_evaluate.ipynb #7a621759
-def _n(k: int, noun: str) -> str: return f"{k} {noun}{'' if k == 1 else 's'}"
-
 def _pair_items(a: EvalReport, b: EvalReport, names) -> tuple[np.ndarray, np.ndarray]:
     "Record indices of the same questions in `a` and `b`, in A's order; one ValueError saying how the question sets differ."
     ids = [[r.get("id") for r in x.records] for x in (a, b)]

@@ -17,7 +17,7 @@ from saliency_r1.models import image_token_boxes, tiny_vlm
 from saliency_r1.saliency import explain, explain_batch, record_saliency
 from test_saliency import forced_inputs, naive_reference, scripted
 
-FAMILY_ORDER = ["llava_onevision", "idefics3", "internvl", "gemma3"]
+FAMILY_ORDER = ["llava_onevision", "llava_next", "idefics3", "smolvlm", "internvl", "gemma3"]
 QUESTIONS = ["What colour is the circle?", "Which shape is red?"]
 COMPLETIONS = [format_completion("The circle is at the top left. It is red.", "red"), format_completion("It is a square.", "the square")]
 MAP_METHODS = ("chain", "top_token", "cot", "direct")
@@ -178,3 +178,16 @@ def test_gradient_map_generate_equals_forced(family, images):
 
 def test_report_worst_errors():
     print("max relative error against the eager reference:", {k: f"{v:.1e}" for k, v in WORST.items()})
+
+
+def test_gradient_map_with_several_samples_per_prompt(family, images):
+    "num_return_sequences > 1 repeats the rows, not the images: method 'gradient' gives each sample the map of its own text, teacher-forced on its image."
+    name, model, processor = family
+    P = forced_inputs(processor, images, QUESTIONS, COMPLETIONS)[0]["input_ids"].shape[1]
+    texts = [COMPLETIONS[0], COMPLETIONS[0], COMPLETIONS[1], COMPLETIONS[1]]
+    gen = explain(model, processor, images, QUESTIONS, method="gradient", max_new_tokens=24, num_return_sequences=2, do_sample=True,
+                  prefix_allowed_tokens_fn=scripted(processor, texts, P))
+    forced = explain(model, processor, [images[0]] * 2 + [images[1]] * 2, [QUESTIONS[0]] * 2 + [QUESTIONS[1]] * 2, method="gradient",
+                     completion=[g.text for g in gen])
+    assert len(gen) == 4 and all(g.valid for g in gen) and any(f.answer_map.max() > 0 for f in forced)
+    for g, f in zip(gen, forced): assert rel_err(g.answer_map, f.answer_map) <= 1e-5

@@ -152,8 +152,23 @@ def placebo() -> str:
             f"difference) the claim **{'holds' if v['holds'] else 'does not hold'}**:\n\n" + "\n".join(rows))
 
 
+def families() -> str:
+    "The trained tiny models of each family: accuracy, blank-image control, chain energy-PG against the uniform map (families.json)."
+    d = _load("families")
+    rows = ["| family | trained from scratch | accuracy | blank image (chance) | chain energy-PG | uniform map | × uniform | same maps, rectangles shuffled |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        m = r["maps"]
+        rows.append(f"| `{r['arch']}` | {r['training_steps']} steps, {r['training_minutes']:.0f} min | {_pct(r['accuracy'])} | "
+                    f"{_pct(r['blank_accuracy'])} ({_pct(r['chance'])}) | {m['chain']['energy_pg']:.3f} | {m['uniform']['energy_pg']:.3f} | "
+                    f"**{r['chain_ratio']:.2f}×** | {m['chain']['energy_pg_shuffled_rectangles']:.3f} |")
+    st = d["settings"]
+    return (f"`{d['command']}` ({_link('families')}): {st['n']} held-out questions (seed {st['seed']}), maps scored over each image "
+            f"token's rectangle of the image; target for the new families: {d['target']}× the uniform map.\n\n" + "\n".join(rows))
+
+
 RENDERERS = {"map_quality": map_quality, "map_quality_headline": map_quality_headline, "grpo_signal": grpo_signal,
-             "bf16_maps_tiny": bf16_maps_tiny, "bf16_maps_3b": bf16_maps_3b, "placebo": placebo}
+             "bf16_maps_tiny": bf16_maps_tiny, "bf16_maps_3b": bf16_maps_3b, "placebo": placebo, "families": families}
 FILES = {name: name for name in RENDERERS} | {"map_quality_headline": "map_quality"}  # block -> the results file it reads
 
 
