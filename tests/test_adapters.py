@@ -184,9 +184,9 @@ def test_gradient_map_with_several_samples_per_prompt(family, images):
     "num_return_sequences > 1 repeats the rows, not the images: method 'gradient' gives each sample the map of its own text, teacher-forced on its image."
     name, model, processor = family
     P = forced_inputs(processor, images, QUESTIONS, COMPLETIONS)[0]["input_ids"].shape[1]
-    texts = [COMPLETIONS[0], COMPLETIONS[0], COMPLETIONS[1], COMPLETIONS[1]]
     gen = explain(model, processor, images, QUESTIONS, method="gradient", max_new_tokens=24, num_return_sequences=2, do_sample=True,
-                  prefix_allowed_tokens_fn=scripted(processor, texts, P))
+                  prefix_allowed_tokens_fn=scripted(processor, COMPLETIONS, P))   # generate's batch_id counts prompts, not samples
+    assert [g.text for g in gen] == [COMPLETIONS[0]] * 2 + [COMPLETIONS[1]] * 2
     forced = explain(model, processor, [images[0]] * 2 + [images[1]] * 2, [QUESTIONS[0]] * 2 + [QUESTIONS[1]] * 2, method="gradient",
                      completion=[g.text for g in gen])
     assert len(gen) == 4 and all(g.valid for g in gen) and any(f.answer_map.max() > 0 for f in forced)

@@ -86,3 +86,17 @@ def test_qwen_boxes_are_the_grid():
     processor = tiny_processor("qwen2_5_vl")
     enc = prepare_inputs(processor, [Image.new("RGB", (200, 150))], ["Q?"])
     assert enc["image_grid_thw"][0].tolist() == [1, 10, 14] and len(image_token_boxes(processor, 150, 200)) == 35
+
+
+def test_explorer_on_a_shipped_model_of_another_family(arch="llava_onevision"):
+    "The explorer runs unchanged on the trained tiny LLaVA-OneVision (its maps are over token rectangles, not a grid): maps, flow, every widget."
+    pytest.importorskip("ipywidgets")
+    from saliency_r1.models import pretrained_tiny
+    from saliency_r1.viz import SaliencyExplorer
+    model, processor = pretrained_tiny(arch)
+    x = SaliencyExplorer(model, processor, make_shapes_dataset(2, seed=4242), methods=("chain", "cot"))
+    assert x.explanation().valid and x.renders == 1 and min(len(x.maps.value), len(x.flow.value)) > 1000
+    for widget, value in ((x.token, x.token.value - 1), (x.method, "cot"), (x.opacity, 0.4), (x.example, 1)):
+        before = x.renders; widget.value = value
+        assert x.renders == before + 1, widget.description
+    assert x.explanation("chain").answer_map.size == len(x.explanation().token_boxes)
