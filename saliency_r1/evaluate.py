@@ -294,8 +294,9 @@ def plot(self: EvalReport, examples: int = 3, size: float = 1.9):
         for j, (row, i) in enumerate(zip(axs, shown)):
             r = self.records[i]
             for ax, m in zip(row, self.methods):
-                show_saliency(self.images[i], self.explanations[m][i].answer_map, self.boxes[i], ax, colorbar=False,
-                              title=m if j == 0 else None)
+                e = self.explanations[m][i]
+                show_saliency(self.images[i], e.answer_map, self.boxes[i], ax, colorbar=False, title=m if j == 0 else None,
+                              token_boxes=None if e.grid is not None else e.token_boxes)
             row[0].text(-0.08, 0.5, f"{r['question']}\n→ {r['answer']} {'✓' if r['correct'] else '✗'}", transform=row[0].transAxes,
                         rotation=90, ha="right", va="center", fontsize=7)
     return fig

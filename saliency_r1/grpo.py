@@ -276,6 +276,12 @@ def _calculate_rewards(self: SaliencyGRPOTrainer, inputs, prompts, completions, 
     return rewards
 
 @patch
+def _get_per_token_logps_and_entropies(self: SaliencyGRPOTrainer, model, input_ids, attention_mask, logits_to_keep, *args,
+                                       batch_num_images=None, **kwargs):
+    "TRL's, less the processor's `batch_num_images` (LLaVA-OneVision), which TRL's reference-model pass (β > 0) forwards but its signature lacks."
+    return super(SaliencyGRPOTrainer, self)._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+
+@patch
 def _generate_and_score_completions(self: SaliencyGRPOTrainer, inputs):
     out = super(SaliencyGRPOTrainer, self)._generate_and_score_completions(inputs)
     self.last_rollout = {k: v.detach().cpu() for k, v in out.items() if k in ("advantages", "completion_ids", "completion_mask")}

@@ -316,7 +316,7 @@ def pretrained_tiny(arch: str = "qwen2_5_vl", dtype=torch.float32,
     if not (path / "model.safetensors").exists():
         shipped = sorted(p.name for p in CHECKPOINTS.glob("tiny-*") if (p / "model.safetensors").exists())
         raise FileNotFoundError(f"No shipped checkpoint at {path} (shipped: {shipped}): train one with "
-                                f"`saliency-r1 sft --out {path}` (see bench/sft_tiny.py)")
+                                f"`saliency-r1 sft --arch {arch} --out DIR` (see bench/sft_tiny.py) and load DIR with `load_vlm`")
     return load_vlm(path, dtype=dtype)
 
 # %% ../nbs/01_models.ipynb #c0f1a2b4

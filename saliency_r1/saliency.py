@@ -275,7 +275,8 @@ class Explanation:
         return self._row.direct(range(k, k + 1))[0].reshape(self.map_shape).numpy()
 
     def upsample(self, size, mode: str = "nearest") -> np.ndarray:
-        "The answer map at pixel resolution: `size` is (height, width) or a PIL image; 'nearest' keeps the cells, 'bilinear' smooths."
+        "The answer map at pixel resolution: `size` is (height, width) or a PIL image (upright, EXIF orientation applied); 'nearest' keeps the cells, 'bilinear' smooths."
+        if hasattr(size, "height"): size = to_rgb(size, max_pixels=None, max_aspect_ratio=None)
         h, w = (size.height, size.width) if hasattr(size, "height") else size
         if mode not in ("nearest", "bilinear"): raise ValueError(f"mode must be 'nearest' or 'bilinear', got {mode!r}")
         if self.grid is None: return _upsample_tokens(self.answer_map, self.token_boxes, (h, w), mode)
@@ -615,7 +616,8 @@ def _row_images(rec: SaliencyRecording) -> dict:
     if "image_grid_thw" in out: counts = out["image_grid_thw"].prod(-1)
     else: counts = rec.adapter.image_mask(rec.prompt["input_ids"][::rep]).sum(1)   # image tokens of each image's first row
     def per_row(v):
-        if not torch.is_tensor(v) or len(v) == m: return v.repeat_interleave(rep, 0) if torch.is_tensor(v) else v
+        if not torch.is_tensor(v): return v
+        if len(v) == m: return v.repeat_interleave(rep, 0)
         pieces = v.split((counts * len(v) // counts.sum()).tolist())
         return torch.cat([x for x in pieces for _ in range(rep)])
     return {k: per_row(v) for k, v in out.items()}

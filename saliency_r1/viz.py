@@ -16,7 +16,7 @@ from PIL import Image
 
 from fastcore.basics import patch
 
-from .data import Box, parse_boxes
+from .data import Box, parse_boxes, to_rgb
 from .metrics import as_map, energy_pointing_game, token_density, token_raster
 from .saliency import Explanation, METHODS, explain
 
@@ -111,6 +111,7 @@ def show_saliency(image: Image.Image,      # the picture under the map
                  ):
     "Draw `saliency` over `image` with `boxes` outlined and a colour bar; energy-PG in the title when boxes are given. Returns `ax`."
     s = as_map(saliency, allow_negative=True, flat=token_boxes is not None)
+    image = to_rgb(image, max_pixels=None, max_aspect_ratio=None)   # upright as the model saw it (EXIF orientation applied)
     ax = ax if ax is not None else plt.subplots(figsize=(3.6, 3), layout="constrained")[1]
     cmap = cmap or (SIGNED_CMAP if signed else CMAP)
     top = vmax if vmax is not None else float(np.abs(s if signed else np.clip(s, 0, None)).max()) or 1.0

@@ -101,6 +101,8 @@ def test_explain_and_evaluate_run(family):
         assert all(b.answer_map.shape == forced[0].map_shape and b.answer_map.sum() > 0 for b in base)
     report = evaluate(model, processor, rows, methods=("chain",), max_new_tokens=8, blank=False, progress=False)
     assert len(report.records) == 2 and "uniform" in report.records[0]["maps"]
+    import matplotlib.pyplot as plt
+    plt.close(report.plot())   # its example rows draw each map over the family's token rectangles
     tokens = [None if x.grid is not None else x.token_boxes for x in forced]  # what evaluate scores valid maps with
     boxes = [parse_boxes(b) for b in rows["bbox"]]
     scores = map_scores([x.answer_map for x in forced], boxes, [True, True], tokens)
@@ -145,7 +147,7 @@ def test_grpo_step_with_lora(family, tmp_path):
     name, model, processor = family
     cfg = SaliencyGRPOConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, num_generations=4,
                              max_completion_length=12, learning_rate=1e-3, logging_steps=1, report_to="none", seed=0,
-                             save_strategy="no", disable_tqdm=True)
+                             save_strategy="no", disable_tqdm=True, beta=0.001)   # the recipes' KL term: a reference pass with the image inputs
     trainer = SaliencyGRPOTrainer(copy.deepcopy(model), cfg, train_dataset=make_shapes_dataset(4, seed=3, image_size=(200, 150)),
                                   processing_class=processor, peft_config=make_lora_config(model, ["q_proj", "v_proj"], dropout=0.0))
     trainer.train()

@@ -101,6 +101,12 @@ def test_exif_rotated_photo_is_upright_everywhere(tmp_path):
     assert upright.valid and energy_pointing_game(from_path.answer_map, row["bbox"]) == energy_pointing_game(upright.answer_map, row["bbox"])
     ds = datasets.Dataset.from_list([dict(image=str(path), problem=row["problem"], solution=row["solution"], bbox=row["bbox"])])
     assert list(grpo_dataset(ds))[0]["image"].size == (224, 112)
+    import matplotlib.pyplot as plt
+    import saliency_r1.viz  # noqa: F401  (Explanation.show)
+    raw = Image.open(path)   # the map drawn on the photo as opened (sideways pixels): upright, as the model saw it
+    np.testing.assert_array_equal(from_path.upsample(raw), from_path.upsample((112, 224)))
+    ax = from_path.show(raw, boxes=row["bbox"])
+    assert ax.get_images()[0].get_array().shape[:2] == (112, 224); plt.close(ax.figure)
 
 
 # ---------------------------------------------------------------- 5-6: conventions
