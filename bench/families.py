@@ -20,7 +20,7 @@ Target (issue 21): chain energy-PG at least 1.5x the uniform map's for each newl
 
 `--train` runs the shipped two-stage recipe with `--arch ARCH` (stage 1 from scratch for `--minutes`, stage 2 at lr
 3e-4 for 4.5 minutes), writes training_info.json with both stages and copies the result to
-`saliency_r1/checkpoints/tiny-ARCH`. Stores `provenance()` (tools/results.py) as every README bench does.
+`saliency_r1/checkpoints/tiny-ARCH`. Stores `provenance()` (tools/results.py) as every README bench does, and the table beside the JSON (families.md).
 """
 import os, argparse, json, shutil, subprocess, sys, time
 from pathlib import Path
@@ -36,16 +36,10 @@ from saliency_r1.models import CHECKPOINTS, pretrained_tiny
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 from results import provenance  # the command, versions, commit and uncommitted files a results file stores
+from sft_tiny import stage_commands  # the shipped two-stage recipe (bench/ is this script's folder, first on sys.path)
 
 METHODS = ("chain", "top_token")
 TARGET = 1.5
-
-def stage_commands(arch: str, work: Path, minutes: float) -> list[list[str]]:
-    "The two `saliency-r1 sft` stages of the shipped tiny Qwen2.5-VL (bench/sft_tiny.py), for `arch`."
-    return [["saliency-r1", "sft", "--arch", arch, "--out", str(work / "stage1"), "--steps", "20000", "--minutes", str(minutes),
-             "--seed", "0", "--logging-steps", "200"],
-            ["saliency-r1", "sft", "--init", str(work / "stage1"), "--out", str(work / "stage2"), "--steps", "20000", "--minutes", "4.5",
-             "--lr", "3e-4", "--warmup", "20", "--curriculum-steps", "0", "--seed", "1", "--logging-steps", "200"]]
 
 def ship(arch: str, work: Path, env: str) -> Path:
     "Copy stage 2 of `work` to the package's checkpoints with one training_info.json listing both stages."
@@ -61,7 +55,7 @@ def ship(arch: str, work: Path, env: str) -> Path:
 
 def train(arch: str, work: Path, minutes: float) -> Path:
     "Train `arch` from scratch in `work` with the two stages, then ship it."
-    for cmd in stage_commands(arch, work, minutes):
+    for cmd in stage_commands(work, minutes, arch=arch):
         print("training:", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
     return ship(arch, work, f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
@@ -122,9 +116,10 @@ def main():
         minutes[arch] = round((time.time() - t) / 60, 2)
         print(f"{arch}: {minutes[arch]} min, chain {rows[-1]['chain_ratio']:.2f}x uniform", flush=True)
     print(f"\n## Tiny models of each family on {a.n} held-out questions (seed {a.seed})\n\n{table(rows)}\n")
+    out = Path(a.out); out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(table(rows) + "\n")   # the table 04c shows
     new = [r for r in rows if r["arch"] != "qwen2_5_vl"]
     print("target (chain energy-PG >= 1.5x uniform): " + "; ".join(f"{r['arch']} {r['chain_ratio']:.2f}x ({'met' if r['target_met'] else 'NOT met'})" for r in new))
-    out = Path(a.out); out.parent.mkdir(parents=True, exist_ok=True)
     result = prov | dict(settings=dict(vars(a), out=os.path.relpath(out.resolve(), ROOT)), target=TARGET, minutes=minutes, rows=rows)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")

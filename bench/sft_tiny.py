@@ -21,6 +21,14 @@ from saliency_r1.models import CHECKPOINTS, load_vlm
 from saliency_r1.rewards import format_reward
 from saliency_r1.evaluate import evaluate
 
+def stage_commands(work: Path, minutes: float, seed: int = 0, arch: str = "qwen2_5_vl") -> list[list[str]]:
+    "The shipped two-stage recipe: stage 1 from scratch for `minutes` (cosine, lr 2e-3), stage 2 at lr 3e-4 for 4.5 minutes (--init)."
+    stage1, stage2 = str(work / "stage1"), str(work / "stage2")
+    return [["saliency-r1", "sft", "--arch", arch, "--out", stage1, "--steps", "20000", "--minutes", str(minutes), "--seed", str(seed),
+             "--logging-steps", "200"],
+            ["saliency-r1", "sft", "--init", stage1, "--out", stage2, "--steps", "20000", "--minutes", "4.5", "--lr", "3e-4",
+             "--warmup", "20", "--curriculum-steps", "0", "--seed", str(seed + 1), "--logging-steps", "200"]]
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=str(CHECKPOINTS / "tiny-qwen2_5_vl"))
@@ -33,13 +41,10 @@ def main():
     torch.set_num_threads(2)
     ckpt = a.checkpoint
     if a.train:
-        stage1, stage2 = f"{a.train}/stage1", f"{a.train}/stage2"
-        for cmd in (["saliency-r1", "sft", "--out", stage1, "--steps", "20000", "--minutes", str(a.minutes), "--seed", str(a.seed)],
-                    ["saliency-r1", "sft", "--init", stage1, "--out", stage2, "--steps", "20000", "--minutes", "4.5", "--lr", "3e-4",
-                     "--warmup", "20", "--curriculum-steps", "0", "--seed", str(a.seed + 1)]):
+        for cmd in stage_commands(Path(a.train), a.minutes, a.seed):
             print("training:", " ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
-        ckpt = stage2
+        ckpt = f"{a.train}/stage2"
     model, processor = load_vlm(ckpt)
     held_out = make_shapes_dataset(a.n, seed=a.eval_seed)
     t = time.time()
