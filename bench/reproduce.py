@@ -29,9 +29,10 @@ provenance), a markdown table, and figures next to it.
 Runs go to a process pool (`--workers`, one torch thread each: on a busy 2-core machine two threads per process
 oversubscribe the cores and a GRPO step took 10x longer). Each finished run (its LoRA adapter, training log, metrics and
 per-question records) is cached under `--cache`, keyed by its settings, so an interrupted experiment resumes where it
-stopped; the plan printed first says what the runs not yet cached will cost.
+stopped; the plan printed first says what the runs not yet cached will cost. A cached run made with other code (its
+`code.txt`, a hash of this script and the library modules it reaches, differs) is deleted and run again.
 """
-import argparse, dataclasses, hashlib, json, math, os, sys, tempfile, time
+import argparse, dataclasses, hashlib, json, math, os, shutil, sys, tempfile, time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -42,7 +43,7 @@ from saliency_r1.cli import _number, _count, _count0, _rate, _positive  # the CL
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-from results import provenance  # command, versions, commit and uncommitted hashes, as every bench script stores them
+from results import measured, provenance  # the code a bench script measures; command, versions, commit and hashes
 
 ARMS = {"A": dict(label="cold start", method=None), "B": dict(label="GRPO format+accuracy", method=None),
         "C": dict(label="+ saliency (cot, paper)", method="cot"), "D": dict(label="+ saliency (chain, library)", method="chain"),
@@ -401,6 +402,20 @@ def write_figures(out: dict, path: Path):
     "Each of `figures(out)` as a small PNG next to `path` (`<stem>_<name>.png`)."
     for name, fig in figures(out).items(): save_png(fig, path.with_name(f"{path.stem}_{name}.png"), 100)
 
+def code_fingerprint() -> str:
+    "sha256[:12] of the code a run measures: this script and the saliency_r1 modules it reaches (tools/results.py's `measured`)."
+    h = hashlib.sha256()
+    for p in measured(os.path.relpath(__file__, ROOT)): h.update(p.encode() + (ROOT / p).read_bytes())
+    return h.hexdigest()[:12]
+
+def forget_stale(jobs: list, a: dict, cache: Path, code: str) -> int:
+    """Delete the cached runs of `jobs` (and the D that an R draws on) made with other code, whose `code.txt` is not `code`
+    or is missing, so that they are trained and measured again; returns how many."""
+    dirs = {run_dir(cache, *j, a) for j in jobs} | {run_dir(cache, "D", s, a) for k, s in jobs if k == "R"}
+    stale = [d for d in dirs if d.is_dir() and ((d / "code.txt").read_text().strip() if (d / "code.txt").exists() else None) != code]
+    for d in stale: shutil.rmtree(d)
+    return len(stale)
+
 def waits_for(job: tuple[str, int], cache: Path, a: dict) -> tuple[str, int] | None:
     "R of a seed draws its rewards from D's training log of that seed: it waits for D unless that log is cached."
     arm, seed = job
@@ -469,9 +484,12 @@ def main(argv=None):
     jobs = [(k, s) for s in a.seeds for k in a.arms if k != "A" or s == a.seeds[0]]  # seed-major: whole seeds finish first
     done, t0 = {}, time.time()
     print(f"{len(jobs)} runs, cache {a.cache}, measured on {evals}; settings {settings}", flush=True)
+    if n := forget_stale(jobs, settings, a.cache, code := code_fingerprint()):
+        print(f"{n} cached runs were made with other code (not {code}): they run again", flush=True)
     plan(jobs, settings, evals, a.cache, a.workers)
     for k, s, r in finished_runs(jobs, settings, a.cache, evals, a.workers):
         done[k, s] = r
+        if not (stamp := run_dir(a.cache, k, s, settings) / "code.txt").exists(): stamp.write_text(code + "\n")
         m = r[a.split]["metrics"]
         print(f"[{(time.time() - t0) / 60:5.1f} min] {k} seed {s}: train {r.get('train_minutes', 0):.1f} min "
               f"(cpu {r.get('train_cpu_minutes', 0):.1f}), eval {r[a.split]['eval_minutes']:.1f} min, load {r[a.split]['load_average']}; "

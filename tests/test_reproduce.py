@@ -58,7 +58,7 @@ def test_wandering_is_read_in_the_thinking_only():
 
 
 def test_tiny_run_writes_json_table_figures_and_reuses_its_cache(tmp_path):
-    "Arms A, B, D with 2 GRPO steps and 6 questions: every output appears, with the arm letters, command and versions."
+    "Arms A, B, D, S, R with 2 GRPO steps and 6 questions: every output appears, with the arm letters, command and versions; a cached run made with other code runs again."
     out, cache = tmp_path / "r.json", tmp_path / "cache"
     args = ["--arms", "A", "B", "D", "S", "R", "--seeds", "0", "--steps", "2", "--n", "6", "--deletion", "2", "--workers", "1",
             "--no-validation", "--out", str(out), "--cache", str(cache)]
@@ -95,6 +95,11 @@ def test_tiny_run_writes_json_table_figures_and_reuses_its_cache(tmp_path):
     reproduce.main(args)  # everything cached: nothing trained or measured again, the same numbers
     assert {f: f.stat().st_mtime_ns for f in cache.rglob("*")} == stamps
     assert json.loads(out.read_text())["runs"]["D"][0]["metrics"] == m
+    b = next(cache.glob("B_0_*"))  # a run made with other code (code.txt differs) is deleted and made again; the rest stay
+    (b / "code.txt").write_text("0123456789ab\n"); (b / "stale-marker").write_text("")
+    reproduce.main(args)
+    assert (b / "code.txt").read_text().strip() == reproduce.code_fingerprint() and not (b / "stale-marker").exists()
+    assert all(f.stat().st_mtime_ns == t for f, t in stamps.items() if b != f and b not in f.parents)
 
 
 @pytest.mark.parametrize("arg", [["--n", "0"], ["--workers", "0"], ["--steps", "-1"], ["--shortcut-rate", "2"], ["--lr", "nan"],
