@@ -83,6 +83,12 @@ def targets(reports: dict) -> dict:
                          deletion_se_below_random=round(-d.mean / d.se, 2), deletion_target_met=bool(-d.mean > 3 * d.se))
     return out
 
+def stored(report) -> dict:
+    "An EvalReport as this file stores it: without per-question records, the model's path relative to the repository."
+    d = {f: v for f, v in json.loads(report.to_json()).items() if f != "records"}
+    if (m := Path(d["info"].get("model") or "")).is_absolute() and m.is_relative_to(ROOT): d["info"]["model"] = os.path.relpath(m, ROOT)
+    return d
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=300); p.add_argument("--seed", type=int, default=4242)
@@ -117,7 +123,7 @@ def main():
     print(f"\ntotal {total} minutes on {a.threads} thread(s) ({minutes})")
     out = Path(a.out); out.parent.mkdir(parents=True, exist_ok=True)
     result = prov | dict(settings=dict(vars(a), out=os.path.relpath(out.resolve(), ROOT)), minutes=dict(minutes, total=total), targets=tg,
-                         reports={k: {f: v for f, v in json.loads(r.to_json()).items() if f != "records"} for k, r in reports.items()})
+                         reports={k: stored(r) for k, r in reports.items()})
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
 
