@@ -11,7 +11,8 @@ bf16 arithmetic would; A against a float32 computation from A's own recording up
 (tests/test_precision.py asserts it is below 1e-5). The float32 forward casts the vision tower for the whole forward and
 the embeddings, each decoder layer, the final norm and lm_head one at a time, so the 3B shape fits in memory.
 
-    python bench/bf16_maps.py --tiny     # the shipped tiny model in bf16, 24 scenes (seed 2024), about a minute
+    python bench/bf16_maps.py --tiny     # the shipped tiny model in bf16, 24 scenes (seed 2024), about a minute; and what the
+                                         # chain and cot maps of the batch take in float32 and in bf16 arithmetic
     python bench/bf16_maps.py --3b [--device cuda]  # a random-init Qwen2.5-VL-3B-shaped model, batch 1, 448 px, 128 thinking tokens:
                                          # generate time, map time, memory, maps against the naive eager path (~12 min here)
 Writes bench/results/bf16_maps_{tiny,3b}.json, each with its provenance (tools/results.py's `provenance`: the command,
@@ -108,6 +109,22 @@ def compare(a_maps: dict, b_maps: dict, boxes=None) -> dict:
     return out
 
 
+def map_seconds(model, processor, inputs, ids, methods=("chain", "cot"), repeats: int = 5) -> dict:
+    "{'METHOD DTYPE': median wall seconds over `repeats`} of one method's maps of the whole batch from one recording, with float32 and bf16 arithmetic."
+    P = inputs["input_ids"].shape[1]
+    with torch.no_grad(), record_saliency(model, prompt_length=P) as rec:
+        model(**teacher_forced_inputs(inputs, ids, torch.ones_like(ids)), use_cache=False)
+    out = {}
+    for m in methods:
+        for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+            seconds = []
+            for _ in range(repeats):
+                t = time.perf_counter(); from_recording(rec, ids, processor, (m,), dtype); seconds.append(time.perf_counter() - t)
+            out[f"{m} {name}"] = statistics.median(seconds)
+    print("maps of the batch from one recording: " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in out.items()))
+    return out
+
+
 def tiny(args, prov: dict):
     """The shipped tiny model in bf16 against a float32 forward of its bf16 weights, on 24 scenes; checks the per-block float32
     forward too. `prov`: the provenance stored in the results file."""
@@ -123,7 +140,7 @@ def tiny(args, prov: dict):
     a = forced(model, processor, inputs, ids, METHODS, torch.float32, torch.bfloat16)
     with float32_forward(model): b = forced(model, processor, inputs, ids)
     result = prov | dict(scenes=args.scenes, seed=2024, threads=args.threads, per_block_float32_check=check,
-                         methods=compare(a, b, [r["bbox"] for r in rows]))
+                         methods=compare(a, b, [r["bbox"] for r in rows]), map_seconds=map_seconds(model, processor, inputs, ids))
     (RESULTS / "bf16_maps_tiny.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
