@@ -20,7 +20,7 @@ versions, commit and hashes of uncommitted files, taken when the run starts), wh
 the file is stale; the README's bf16 tables are rendered from them by tools/readme.py.
 """
 from __future__ import annotations
-import argparse, contextlib, copy, json, resource, statistics, sys, time
+import argparse, contextlib, copy, json, os, resource, statistics, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +122,7 @@ def map_seconds(model, processor, inputs, ids, methods=("chain", "cot"), repeats
                 t = time.perf_counter(); from_recording(rec, ids, processor, (m,), dtype); seconds.append(time.perf_counter() - t)
             out[f"{m} {name}"] = statistics.median(seconds)
     print("maps of the batch from one recording: " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in out.items()))
-    return out
+    return out | {"load_average": round(os.getloadavg()[0], 2)}  # above the threads used, the machine was shared
 
 
 def tiny(args, prov: dict):
