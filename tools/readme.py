@@ -1,14 +1,14 @@
-"""Write README.md from nbs/index.ipynb (what nbdev_readme does, without Quarto), with its results tables regenerated
-from bench/results; or check that they all agree.
+"""Write README.md from nbs/index.ipynb (what nbdev_readme does, without Quarto), with the results tables of every notebook
+regenerated from bench/results; or check that they all agree.
 
-    python tools/readme.py          # refresh the results blocks of nbs/index.ipynb, write README.md and its figure
+    python tools/readme.py          # refresh the results blocks of nbs/*.ipynb, write README.md and its figure
     python tools/readme.py --check  # fail if a results block or README.md is out of date
 
 Markdown cells are copied as they are; code cells become ```python blocks; cells flagged `#| hide` are left out. The
 first figure among the notebook's outputs (the landing figure) is written to `FIGURE` and shown in the README under
 the code that made it (the docs site shows the cell's output itself).
 
-A results block is a stretch of a markdown cell between `<!-- results: NAME -->` and `<!-- /results -->` (HTML
+A results block is a stretch of a markdown cell (of any notebook: the chapters show the tables they discuss) between `<!-- results: NAME -->` and `<!-- /results -->` (HTML
 comments: invisible on GitHub and on the site). `RENDERERS[NAME]` writes it from the results file it names under
 bench/results (`FILES[NAME]`), so every number in those blocks comes from a file a bench script wrote. `make results`
 (tools/results.py) reruns the benches whose measured code changed since their file was made, then this.
@@ -42,13 +42,15 @@ def map_quality() -> str:
     sft, wander = (d["reports"][k]["summary"]["maps"] for k in ("sft", "wander"))
     names = {"chain": "**chain** (the library's default)", "cot": "cot (the paper's map, as its authors compute it)",
              "top_token": "top_token (the most-drawn thinking token's map)", "uniform": "uniform map"}
-    rows = ["| map | energy pointing game | pointing game | deletion AUC − random (± SE) |", "|---|---|---|---|"]
+    rows = ["| map | energy pointing game | × uniform | pointing game | deletion AUC − random (± SE) |", "|---|---|---|---|---|"]
+    mean = lambda s, k: s[k]["mean"]
     for m in [*d["reports"]["sft"]["methods"], "uniform"]:
         a, b = sft[m], wander[m]
-        mean = lambda s, k: s[k]["mean"]
         dele = ("–" if m == "uniform" else _pair(mean(a, "deletion"), mean(b, "deletion"), "{:+.3f}", (a["deletion"]["se"], b["deletion"]["se"])))
         pg = "–" if m == "uniform" else _pair(mean(a, "pointing_game"), mean(b, "pointing_game"), "{:.2f}")
-        cells = [names.get(m, m), _pair(mean(a, "energy_pg"), mean(b, "energy_pg")), pg, dele]
+        ratio = "1" if m == "uniform" else _pair(mean(a, "energy_pg") / mean(sft["uniform"], "energy_pg"),
+                                                 mean(b, "energy_pg") / mean(wander["uniform"], "energy_pg"), "{:.2f}")
+        cells = [names.get(m, m), _pair(mean(a, "energy_pg"), mean(b, "energy_pg")), ratio, pg, dele]
         if m == "chain": cells = [cells[0]] + [f"**{c}**" for c in cells[1:]]
         rows.append("| " + " | ".join(cells) + " |")
     acc = _pair(d["reports"]["sft"]["summary"]["accuracy"], d["reports"]["wander"]["summary"]["accuracy"])
@@ -75,22 +77,34 @@ def grpo_signal() -> str:
     "The GRPO table: before, with the chain saliency reward, and the control, from grpo_signal.json."
     d = _load("grpo_signal")
     st, cols = d["settings"], d["columns"]
-    shown = ["chain_energy_pg", "top_token_energy_pg", "accuracy", "wander_share"]
-    heads = ["chain energy-PG", "top_token energy-PG (never rewarded)", "accuracy", "wandering thoughts"]
+    shown = ["chain_energy_pg", "chain_pointing_game", "top_token_energy_pg", "top_token_pointing_game", "accuracy", "wander_share"]
+    heads = ["chain energy-PG", "chain PG", "top_token energy-PG (never rewarded)", "top_token PG", "accuracy", "wandering thoughts"]
     rows = ["| | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
     for name, r in d["rows"].items():
         cells = []
         for k in shown:
             i = cols.index(k)
             v, sd = r["mean"][i], (r.get("sd") or [None] * len(cols))[i]
-            txt = f"{v:.0%}" if k == "wander_share" else f"{v:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
-            cells.append(f"**{txt}**" if name == "saliency reward" and k != "accuracy" and k != "wander_share" else txt)
+            fmt = "{:.0%}" if k == "wander_share" else "{:.3f}"
+            txt = fmt.format(v) + (" ± " + fmt.format(sd) if sd is not None else "")
+            cells.append(f"**{txt}**" if name == "saliency reward" and k not in ("accuracy", "wander_share") else txt)
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    paired = lambda k: (f"{d['paired_by_seed'][k]['mean']:+.3f} ("
+                        + ", ".join(f"{x:+.3f}" for x in d["paired_by_seed"][k]["per_seed"]) + ")")
     return (f"`{d['command']}` ({st['steps']} steps from the \"wander\" cold start, seeds {', '.join(map(str, st['seeds']))}, "
             f"{st['minutes_per_run'][0]}-{st['minutes_per_run'][1]} min per run on "
             f"{'one CPU thread' if st['threads'] == 1 else str(st['threads']) + ' CPU threads'}; {st['held_out']} held-out "
             f"questions; mean ± sd over seeds; [`bench/results/grpo_signal.json`]({BLOB}bench/results/grpo_signal.json)):\n\n"
-            + "\n".join(rows))
+            + "\n".join(rows) + f"\n\nPaired by seed, the saliency reward minus the control: chain energy-PG {paired('chain_energy_pg')}, "
+            f"top_token energy-PG {paired('top_token_energy_pg')} (a uniform map scores {d['uniform_energy_pg']:.3f})."
+            + _by_thinking_style(d.get("before", {})))
+
+
+def _by_thinking_style(before: dict) -> str:
+    "A sentence: the chain map's energy-PG after direct and after wandering thoughts before GRPO, or nothing (older files)."
+    if "energy_pg_wandering_thoughts" not in before: return ""
+    return (f" Before training, the chain map's energy-PG is {before['energy_pg_direct_thoughts']:.2f} after direct thoughts and "
+            f"{before['energy_pg_wandering_thoughts']:.2f} after thoughts that wander.")
 
 
 def _pct(v: float) -> str: return f"{v:.1%}"
@@ -102,15 +116,26 @@ _FORWARD, _ARITH = "forward (A vs B)", "bf16 arithmetic too (A16 vs B)"  # bench
 def bf16_maps_tiny() -> str:
     "What a bf16 forward does to each map of the shipped tiny model, from bf16_maps_tiny.json."
     d = _load("bf16_maps_tiny")
-    rows = ["| map | bf16 forward (median / max) | bf16 forward and map arithmetic (median / max) | energy-PG, bf16 / float32 forward (mean abs. difference) |",
+    rows = ["| map | bf16 forward (median / max) | bf16 forward and map arithmetic (median / max) | energy-PG, bf16 / float32 forward (mean / max abs. difference) |",
             "|---|---|---|---|"]
     for m, r in d["methods"].items():
         e = r["energy-PG"]
-        rows.append(f"| {m} | {_spread(r[_FORWARD])} | {_spread(r[_ARITH])} | {e['A']:.3f} / {e['B']:.3f} ({e['mean_abs_diff']:.4f}) |")
+        rows.append(f"| {m} | {_spread(r[_FORWARD])} | {_spread(r[_ARITH])} | {e['A']:.3f} / {e['B']:.3f} ({e['mean_abs_diff']:.4f} / {e['max_abs_diff']:.4f}) |")
     return (f"`{d['command']}` ({_link('bf16_maps_tiny')}): the shipped tiny model in bf16 on its own completions of "
             f"{d['scenes']} scenes (seed {d['seed']}). Each map from the bf16 forward (with the library's float32 map arithmetic; "
             "then with bf16 arithmetic too) against the map from a float32 forward of the same weights: the largest difference "
-            "relative to that map's peak, median / max over the scenes.\n\n" + "\n".join(rows))
+            "relative to that map's peak, median / max over the scenes.\n\n" + "\n".join(rows) + _map_timings(d))
+
+
+def _map_timings(d: dict) -> str:
+    "A sentence: the batch's maps timed in float32 and in bf16 arithmetic (bf16_maps.py's `map_seconds`), or nothing."
+    t = dict(d.get("map_seconds") or {})
+    if not t: return ""
+    load = t.pop("load_average", None)
+    methods = dict.fromkeys(k.split()[0] for k in t)
+    return ("\n\nThe maps of the whole batch from one recording take " + "; ".join(
+        f"{m}: {t[m + ' float32'] * 1e3:.0f} ms with float32 arithmetic, {t[m + ' bfloat16'] * 1e3:.0f} ms with bf16" for m in methods)
+        + f" ({d['threads']} CPU threads, load average {load}).")
 
 
 def bf16_maps_3b() -> str:
@@ -126,6 +151,30 @@ def bf16_maps_3b() -> str:
             f"{d['recording_bytes'] / 1e6:.0f} MB and readouts of {d['readout_bytes'] / 1e6:.0f} MB. Against a float32 forward of "
             f"the same weights the bf16 forward moves the maps by {forward} of their peak; the chain / cot maps are within "
             f"{naive} of the naive path's (one eager forward with `output_attentions`).")
+
+
+def bf16_maps_3b_costs() -> str:
+    "What recording, the maps and the naive path cost at the Qwen2.5-VL-3B shape, row by row, from bf16_maps_3b.json."
+    d = _load("bf16_maps_3b")
+    gib = lambda k: f"{d[k]:.2f} GiB"
+    rows = ["| what | measured |", "|---|---|",
+            f"| model weights (bf16) | {d['model_bytes'] / 1e9:.2f} GB; peak memory after building {gib('peak_after_build_gb')} |",
+            f"| recorded `generate` (prefill + {d['new_tokens']} steps, {d.get('threads', 2)} threads) | {d['generate_recorded_s']:.0f} s; peak {gib('peak_after_generate_gb')} |",
+            f"| recording kept (query rows from $P-1$ on, norms) | {d['recording_bytes'] / 1e6:.1f} MB |",
+            f"| head readouts of the batch ($4 \\cdot L \\cdot V \\cdot d_{{model}}$ bytes, $V$ distinct token ids) | {d['readout_bytes'] / 1e6:.1f} MB |",
+            f"| \"chain\" maps / \"cot\" maps after it | {d['maps_chain_s']:.2f} s / {d['maps_cot_s']:.2f} s |",
+            f"| peak memory after the maps | {gib('peak_after_maps_gb')} (+{d['peak_after_maps_gb'] - d['peak_after_generate_gb']:.2f} GiB over generation: readouts, one float32 `o_proj`, the attention block) |",
+            f"| the naive path: one eager forward with `output_attentions`, then the same maps | {d['naive_forward_and_maps_s']:.0f} s (vision features reused), "
+            f"{d['naive_attention_bytes'] / 1e6:.0f} MB of attention |",
+            f"| recorded maps against the naive path's | {_pct(d['recorded_vs_naive']['chain'])} (chain), {_pct(d['recorded_vs_naive']['cot'])} (cot) of the peak |",
+            f"| the whole script (build, recorded run, naive path, the float32 forward of the precision check) | "
+            f"{d['total_s'] / 60:.1f} min wall, {d['total_cpu_s'] / 60:.1f} CPU min |",
+            "| the bf16 forward's maps against a float32 forward of the same weights (largest difference / peak) | "
+            + ", ".join(f"{_spread(r[_FORWARD])} ({m})" for m, r in d["precision"].items()) + "; with bf16 map arithmetic too: "
+            + ", ".join(f"{_spread(r[_ARITH])}" for r in d["precision"].values()) + " |"]
+    return (f"`{d['command']}` ({_link('bf16_maps_3b')}): {d['params'] / 1e9:.2f} B parameters, one {d['image']} px image "
+            f"({d['image_tokens']} image tokens, a {d['prompt_tokens']}-token prompt), {d['new_tokens']} new tokens of which "
+            f"{d['thinking_tokens']} thinking, on {'CPU' if d['device'] == 'cpu' else 'a GPU'}:\n\n" + "\n".join(rows))
 
 
 def _zero_spread(runs: list, last: int = 50) -> float:
@@ -168,8 +217,9 @@ def families() -> str:
 
 
 RENDERERS = {"map_quality": map_quality, "map_quality_headline": map_quality_headline, "grpo_signal": grpo_signal,
-             "bf16_maps_tiny": bf16_maps_tiny, "bf16_maps_3b": bf16_maps_3b, "placebo": placebo, "families": families}
-FILES = {name: name for name in RENDERERS} | {"map_quality_headline": "map_quality"}  # block -> the results file it reads
+             "bf16_maps_tiny": bf16_maps_tiny, "bf16_maps_3b": bf16_maps_3b, "bf16_maps_3b_costs": bf16_maps_3b_costs,
+             "placebo": placebo, "families": families}
+FILES = {name: name for name in RENDERERS} | {"map_quality_headline": "map_quality", "bf16_maps_3b_costs": "bf16_maps_3b"}  # block -> its file
 
 
 def refresh(text: str) -> str:
@@ -222,19 +272,28 @@ def render(nb_path=INDEX) -> str:
             "`python tools/readme.py`. -->\n\n" + "\n\n".join(parts) + "\n")
 
 
+def notebooks() -> list[Path]:
+    "Every notebook of nbs/: the landing page and the chapters may all hold results blocks."
+    return sorted(INDEX.parent.glob("*.ipynb"))
+
+
+def refresh_all(write: bool = True) -> dict:
+    "Refresh the results blocks of every notebook (`refresh_notebook`); {notebook name: its stale blocks} for those that had any."
+    return {nb.name: stale for nb in notebooks() if (stale := refresh_notebook(nb, write))}
+
+
 if __name__ == "__main__":
     readme = ROOT / "README.md"
     if "--check" in sys.argv:
-        stale = refresh_notebook(write=False)
-        if stale: raise SystemExit(f"results blocks of nbs/index.ipynb differ from bench/results: {stale}; run `python tools/readme.py`")
+        stale = refresh_all(write=False)
+        if stale: raise SystemExit(f"results blocks differ from bench/results: {stale}; run `python tools/readme.py`")
         if readme.read_text() != render(): raise SystemExit("README.md differs from nbs/index.ipynb: run `python tools/readme.py`")
         png = figure()
         if png is not None and (not (ROOT / FIGURE).exists() or (ROOT / FIGURE).read_bytes() != png):
             raise SystemExit(f"{FIGURE} differs from nbs/index.ipynb's figure: run `python tools/readme.py`")
         print("README.md, its figure and the results blocks agree with nbs/index.ipynb and bench/results")
     else:
-        stale = refresh_notebook()
-        if stale: print(f"refreshed results blocks in nbs/index.ipynb: {', '.join(stale)}")
+        for name, blocks in refresh_all().items(): print(f"refreshed results blocks in nbs/{name}: {', '.join(blocks)}")
         png = figure()
         if png is not None: (ROOT / FIGURE).parent.mkdir(parents=True, exist_ok=True); (ROOT / FIGURE).write_bytes(png)
         readme.write_text(render()); print(f"wrote {readme}" + (f" and {FIGURE}" if png is not None else ""))
