@@ -54,7 +54,7 @@ def map_quality() -> str:
         if m == "chain": cells = [cells[0]] + [f"**{c}**" for c in cells[1:]]
         rows.append("| " + " | ".join(cells) + " |")
     acc = _pair(d["reports"]["sft"]["summary"]["accuracy"], d["reports"]["wander"]["summary"]["accuracy"])
-    return (f"`{d['command']}` ({d['minutes']['total']} min on {d['settings']['threads']} CPU thread; "
+    return (f"`{d['command']}` ({d['minutes']['total']} min wall on {d['settings']['threads']} CPU thread; "
             f"[`bench/results/map_quality.json`]({BLOB}bench/results/map_quality.json)): {d['settings']['n']} held-out questions "
             f"(seed {d['settings']['seed']}), deletion on the first {d['settings']['deletion']}; accuracy {acc}. Each cell: "
             "the shipped model / its \"wander\" variant.\n\n" + "\n".join(rows))
@@ -92,7 +92,7 @@ def grpo_signal() -> str:
     paired = lambda k: (f"{d['paired_by_seed'][k]['mean']:+.3f} ("
                         + ", ".join(f"{x:+.3f}" for x in d["paired_by_seed"][k]["per_seed"]) + ")")
     return (f"`{d['command']}` ({st['steps']} steps from the \"wander\" cold start, seeds {', '.join(map(str, st['seeds']))}, "
-            f"{st['minutes_per_run'][0]}-{st['minutes_per_run'][1]} min per run on "
+            f"{st['minutes_per_run'][0]}-{st['minutes_per_run'][1]} min wall per run on "
             f"{'one CPU thread' if st['threads'] == 1 else str(st['threads']) + ' CPU threads'}; {st['held_out']} held-out "
             f"questions; mean ± sd over seeds; [`bench/results/grpo_signal.json`]({BLOB}bench/results/grpo_signal.json)):\n\n"
             + "\n".join(rows) + f"\n\nPaired by seed, the saliency reward minus the control: chain energy-PG {paired('chain_energy_pg')}, "
