@@ -61,7 +61,7 @@ fuzz: $(STAMP)
 # `make results`: rerun the benchmarks behind the README's tables whose measured code changed since their results file in
 # bench/results was made, then regenerate README.md from them (tools/readme.py). `python tools/results.py` lists every
 # results file, its command and what changed since; `python tools/results.py --run NAME` reruns one of them if stale.
-# The slowest is bench/bf16_maps.py --3b (the Qwen2.5-VL-3B shape on CPU: about 18 minutes on 2 cores).
+# The slowest is the placebo study (bench/reproduce.py, 17 GRPO runs: about 68 CPU minutes per core on 2 cores); the 3B shape takes 4-18 minutes.
 .PHONY: results
 results: $(STAMP)
 	OMP_NUM_THREADS=1 $(RUN) tools/results.py --run
