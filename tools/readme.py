@@ -159,7 +159,7 @@ def bf16_maps_3b_costs() -> str:
     gib = lambda k: f"{d[k]:.2f} GiB"
     rows = ["| what | measured |", "|---|---|",
             f"| model weights (bf16) | {d['model_bytes'] / 1e9:.2f} GB; peak memory after building {gib('peak_after_build_gb')} |",
-            f"| recorded `generate` (prefill + {d['new_tokens']} steps, {d.get('threads', 2)} threads) | {d['generate_recorded_s']:.0f} s; peak {gib('peak_after_generate_gb')} |",
+            f"| recorded `generate` (prefill + {d['new_tokens']} steps, {d['threads']} threads) | {d['generate_recorded_s']:.0f} s; peak {gib('peak_after_generate_gb')} |",
             f"| recording kept (query rows from $P-1$ on, norms) | {d['recording_bytes'] / 1e6:.1f} MB |",
             f"| head readouts of the batch ($4 \\cdot L \\cdot V \\cdot d_{{model}}$ bytes, $V$ distinct token ids) | {d['readout_bytes'] / 1e6:.1f} MB |",
             f"| \"chain\" maps / \"cot\" maps after it | {d['maps_chain_s']:.2f} s / {d['maps_cot_s']:.2f} s |",
