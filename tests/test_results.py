@@ -70,3 +70,27 @@ def test_listing_runs_in_seconds():
     out = subprocess.run([sys.executable, "tools/results.py"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert all(p.stem in out.stdout for p in FILES) and "ERROR" not in out.stdout, out.stdout
+
+
+REPRODUCE_FILES = [p for p in FILES if json.loads(p.read_text()).get("command", "").startswith("python bench/reproduce.py")]
+
+
+@pytest.mark.parametrize("path", REPRODUCE_FILES, ids=lambda p: p.name)
+def test_reproduce_command_still_means_what_was_run(path, monkeypatch):
+    """The command a reproduce results file stores, parsed by today's bench/reproduce.py, gives the arms and settings the
+    file measured: `tools/results.py --run` reruns that command, so a default changed since (arms S and R were added, and
+    hints became right with probability `--cue-reliability`, 0.8 by default) must not turn it into another experiment."""
+    import argparse, importlib.util, shlex
+    class Parsed(Exception): pass
+    parse = argparse.ArgumentParser.parse_args
+    def stop(self, args=None, namespace=None): raise Parsed(parse(self, args, namespace))
+    spec = importlib.util.spec_from_file_location("reproduce_bench", ROOT / "bench" / "reproduce.py")
+    bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", stop)
+    d = json.loads(path.read_text())
+    with pytest.raises(Parsed) as e: bench.main(shlex.split(d["command"])[2:])
+    a = vars(e.value.args[0])
+    assert sorted(a["arms"]) == sorted(d["arms"]), f"{path.name}: its command now runs arms {a['arms']}, it measured {sorted(d['arms'])}"
+    stored = {"cue_reliability": 1.0, **d["settings"]}  # files made before hints could be wrong had them always right
+    changed = {k: (a[k], v) for k, v in stored.items() if a[k] != v}
+    assert not changed, f"{path.name}: its command now gives (today's value, what it measured) {changed}"
