@@ -141,13 +141,14 @@ def test_reexecution_prints_the_same_numbers(tmp_path):
 
 
 def test_quiet_outputs_drop_progress_bars_and_trainer_logs():
-    "Progress bars and a Trainer's printed log dicts leave the saved outputs; what a chapter prints itself stays."
+    "Progress bars, a Trainer's printed log dicts and empty displays leave the saved outputs; what a chapter prints itself stays."
     cell = nbformat.v4.new_code_cell("train()")
     cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="\rLoading weights:   0%|          | 0/69 [00:00<?, ?it/s]"
                                            "\rLoading weights: 100%|██████████| 69/69 [00:00<00:00, 4618.39it/s]\n"
                                            "Map: 100%|██████████| 8/8 [00:00<00:00, 1014.78 examples/s]\n"),
                     nbformat.v4.new_output("stream", name="stdout", text="{'loss': 0.0123, 'grad_norm': 0.5, 'epoch': 0.25}\n"
-                                           "accuracy 0.903\n{'a': 1}\n")]
+                                           "accuracy 0.903\n{'a': 1}\n"),
+                    nbformat.v4.new_output("execute_result", data={})]  # a widget whose view no front end rendered
     nb = nbformat.v4.new_notebook(); nb.cells = [cell]
     assert run_nbs.quiet_outputs(nb) == 3  # one progress line (redrawn after \r), one Map: bar, one log dict
     assert [o.name for o in cell.outputs] == ["stdout"] and cell.outputs[0].text == "accuracy 0.903\n{'a': 1}\n"

@@ -12,8 +12,8 @@ each is palette-quantized when that is smaller. `nbdev_clean` then strips metada
 `clear_all = False`, so outputs stay). A notebook that raises is not written.
 
 What teaches stays, the noise of running goes (`QUIET_ENV`, `quiet_outputs`): progress bars (`Loading weights`, `Map:`,
-tqdm) and the trainer's raw log dicts are left out of the saved outputs. A person running the notebook still sees them;
-chapters show what the logs say as a table or a curve (`trainer.state.log_history`).
+tqdm), the trainer's raw log dicts and empty displays are left out of the saved outputs. A person running the notebook
+still sees the bars and logs; chapters show what the logs say as a table or a curve (`trainer.state.log_history`).
 """
 import argparse, base64, contextlib, io, multiprocessing, os, re, sys, time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -84,7 +84,8 @@ def noise(line: str) -> bool:
 
 
 def quiet_outputs(nb) -> int:
-    "Drop progress bars and trainer log dicts from the stream outputs of `nb` (an emptied stream goes); returns lines dropped."
+    """Drop progress bars and trainer log dicts from the stream outputs of `nb` (an emptied stream goes), and displays with
+    no data (a widget's view where no front end renders it); returns the stream lines dropped."""
     dropped = 0
     for cell in nb.cells:
         kept = []
@@ -96,6 +97,7 @@ def quiet_outputs(nb) -> int:
                 dropped += len(lines) - len(keep)
                 out["text"] = "\n".join(keep)
                 if not out["text"].strip(): continue
+            elif out.get("output_type") in ("display_data", "execute_result") and not out.get("data"): continue  # shows nothing
             kept.append(out)
         if cell.cell_type == "code": cell.outputs = kept
     return dropped
